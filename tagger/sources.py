@@ -15,6 +15,10 @@ BOX_COLUMNS = ["image_key", "vocabulary", "label", "xmin", "ymin", "xmax", "ymax
 
 POSITIVE = 1
 VERIFIED_NEGATIVE = 0
+# The source saw the label but does not commit either way (a VOC class present only as
+# `difficult`, an ADE20K class under the pixel-fraction threshold, a COCO class present only as
+# crowd when crowds are excluded). Overrides the exhaustive negative of the source's vocabulary.
+EXPLICIT_UNKNOWN = -1
 
 
 @dataclass(frozen=True)
@@ -40,9 +44,13 @@ class SourceTable:
         optional `mask_path` (str), `width`, `height` (int).
     labels: long format. `image_key`, `vocabulary` (str: which mapping applies, e.g. "coco",
         "ade20k_scenes"), `label` (str source label: an id or a name, as the vocabulary's mapping
-        keys it), `value` (int8: 1 positive, 0 verified negative; absent rows are unknown).
+        keys it), `value` (int8: 1 positive, 0 verified negative, -1 `EXPLICIT_UNKNOWN`;
+        absent rows are unknown unless the vocabulary's mapping is exhaustive). A reader may
+        add columns, e.g. `score` (float32, API predictions); string columns may be pandas
+        `category`; the same (image_key, vocabulary, label) may repeat (Open Images lists one
+        row per annotation source), so assembly resolves duplicates.
     boxes: `image_key`, `vocabulary`, `label`, `xmin ymin xmax ymax` (float32, normalised to
-        0..1 of the image), `difficult` (bool).
+        0..1 of the image), `difficult` (bool); readers may add columns (e.g. `pixel_fraction`).
     problems: inputs that were skipped or repaired, with the reason.
     """
 
