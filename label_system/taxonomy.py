@@ -5,6 +5,7 @@ The taxonomy owns the column order of every `[N, num_tags]` matrix in the projec
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable
 from functools import cached_property
@@ -114,8 +115,12 @@ class Taxonomy:
         for i, tag in enumerate(spec.tags):
             for parent in tag.parents:
                 if parent not in self.tags:
+                    close = difflib.get_close_matches(parent, list(self.tags), n=3, cutoff=0.6)
                     raise LabelSystemError(
-                        source, f"tags[{i}] ({tag.id}).parents", f"unknown parent tag {parent!r}"
+                        source,
+                        f"tags[{i}] ({tag.id}).parents",
+                        f"unknown parent tag {parent!r}; parents must be tag ids of this file"
+                        + (f"; close matches: {close}" if close else ""),
                     )
                 if parent == tag.id:
                     raise LabelSystemError(
@@ -150,6 +155,10 @@ class Taxonomy:
         }
 
     # ---- structure ----------------------------------------------------------------------
+    def _where(self, tag_id: str) -> str:
+        """'tags[i] (id)': the entry of `tag_id` in the file."""
+        return f"tags[{list(self.tags).index(tag_id)}] ({tag_id})"
+
     def _check_acyclic(self) -> None:
         state: dict[str, int] = {}
 
@@ -159,7 +168,7 @@ class Taxonomy:
             if state.get(tag_id) == 1:
                 cycle = " -> ".join([*path[path.index(tag_id) :], tag_id])
                 raise LabelSystemError(
-                    self.source, f"tags ({tag_id}).parents", f"parent cycle: {cycle}"
+                    self.source, f"{self._where(tag_id)}.parents", f"parent cycle: {cycle}"
                 )
             state[tag_id] = 1
             for parent in self.tags[tag_id].parents:
@@ -172,13 +181,15 @@ class Taxonomy:
     def _check_names_unique(self) -> None:
         seen: dict[str, str] = {}
         for tag in self.tags.values():
-            for key in {tag.id, tag.names["en"].lower(), *(a.lower() for a in tag.aliases)}:
+            keys = (tag.id, tag.names["en"], *tag.aliases)
+            for key in dict.fromkeys(k.strip().lower() for k in keys):
                 other = seen.get(key)
                 if other is not None and other != tag.id:
                     raise LabelSystemError(
                         self.source,
-                        f"tags ({tag.id}).aliases",
-                        f"name or alias {key!r} is already used by tag {other!r}",
+                        f"{self._where(tag.id)}.aliases",
+                        f"name or alias {key!r} is already used by {self._where(other)}; "
+                        "ids, English names and aliases must be unique across tags",
                     )
                 seen[key] = tag.id
 
@@ -193,14 +204,14 @@ class Taxonomy:
 
     @cached_property
     def _lookup(self) -> dict[str, str]:
-        out: dict[str, str] = {}
+        out: dict[str, str] = {t: t for t in self.tags}  # ids win over names and aliases
         for tag in self.tags.values():
             for key in (
                 tag.id,
                 *(n.lower() for n in tag.names.values()),
                 *(a.lower() for a in tag.aliases),
             ):
-                out.setdefault(key.lower(), tag.id)
+                out.setdefault(key.strip().lower(), tag.id)
         return out
 
     def __len__(self) -> int:
