@@ -56,20 +56,46 @@ MANIFEST_SCHEMA = pa.schema(
 MANIFEST_COLUMNS = MANIFEST_SCHEMA.names
 
 
+WRITE_BATCH_ROWS = 65_536  # rows written at a time (bounds memory for big manifests)
+
+
 def write_manifest(table: pa.Table | pd.DataFrame, path: str | Path) -> Path:
-    """Write a manifest to Parquet (atomically), casting to `MANIFEST_SCHEMA`."""
+    """Write a manifest to Parquet (atomically) with the types of `MANIFEST_SCHEMA`.
+
+    String values may come dictionary-encoded (as `tagger.assembly` builds them): they are
+    written as they are (Parquet dictionary-encodes strings anyway) and read back as plain
+    strings, so millions of tag strings are never materialised. Other columns are cast.
+    """
     path = Path(path)
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(
             table[MANIFEST_COLUMNS], schema=MANIFEST_SCHEMA, preserve_index=False
         )
-    else:
-        table = table.select(MANIFEST_COLUMNS).cast(MANIFEST_SCHEMA)
+    table = table.select(MANIFEST_COLUMNS)
+    columns = [
+        column if _without_dictionaries(column.type) == field.type else column.cast(field.type)
+        for column, field in zip(table.columns, MANIFEST_SCHEMA, strict=True)
+    ]
+    table = pa.Table.from_arrays(columns, names=MANIFEST_COLUMNS)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    pq.write_table(table, tmp, compression="zstd")
+    # store_schema=False: no Arrow schema in the file, so readers get plain strings back.
+    with pq.ParquetWriter(tmp, table.schema, compression="zstd", store_schema=False) as writer:
+        for batch in table.to_batches(max_chunksize=WRITE_BATCH_ROWS):
+            writer.write_table(pa.Table.from_batches([batch], schema=table.schema))
     tmp.replace(path)
     return path
+
+
+def _without_dictionaries(type_: pa.DataType) -> pa.DataType:
+    """`type_` with dictionary<..., string> replaced by string, inside lists and structs too."""
+    if pa.types.is_dictionary(type_):
+        return _without_dictionaries(type_.value_type)
+    if pa.types.is_list(type_):
+        return pa.list_(_without_dictionaries(type_.value_type))
+    if pa.types.is_struct(type_):
+        return pa.struct([f.with_type(_without_dictionaries(f.type)) for f in type_])
+    return type_
 
 
 def read_manifest(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
@@ -99,7 +125,8 @@ def targets_from_manifest(
     for column, out in (("tags", targets), ("known", known)):
         lengths = manifest[column].map(len).to_numpy()
         rows = np.repeat(np.arange(n), lengths)
-        flat = np.concatenate([np.asarray(v, dtype=object) for v in manifest[column]]) if n else []
+        parts = [np.asarray(v, dtype=object) for v in manifest[column]]
+        flat = np.concatenate(parts) if n else np.zeros(0, dtype=object)
         if len(flat) == 0:
             continue
         codes = pd.Categorical(flat, categories=list(taxonomy.tag_ids)).codes

@@ -1,0 +1,196 @@
+"""The `tagger` command: one small function per subcommand, registered in `COMMANDS`.
+
+    tagger demo-data work/demo                 # draw the demo sources + work/demo/assemble.yaml
+    tagger assemble work/demo/assemble.yaml    # sources -> manifest, cache, folds, report
+    tagger calibrate job.yaml --check-folds 2  # held-out probs -> thresholds.json + report
+    tagger train train.yaml [--resume]         # manifest -> checkpoints (torchrun for DDP)
+
+A subcommand is `(add_arguments(parser), run(args) -> exit code)`. Heavy imports happen inside
+`run`, so `tagger --help` stays fast. Bad input exits with code 2 and one readable message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tagger.predict import add_predict_arguments, run_predict_command  # light: no torch
+
+AddArguments = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], int]
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().resolve())
+
+
+# ---- assemble ---------------------------------------------------------------------------------
+
+
+def add_assemble_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="assembly config YAML (see flows/configs/)")
+    parser.add_argument("--output-dir", help="replaces the config's output_dir")
+    parser.add_argument("--data-root", help="replaces the config's data_root")
+    parser.add_argument("--no-cache", action="store_true", help="skip the resized image cache")
+
+
+def run_assemble(args: argparse.Namespace) -> int:
+    """Read the sources of a config, assemble, cache, fold, write manifest + report."""
+    from tagger.assembly_job import load_assembly_config, run_assembly
+
+    config = load_assembly_config(
+        args.config, output_dir=_absolute(args.output_dir), data_root=_absolute(args.data_root)
+    )
+    if args.no_cache:
+        config = config.model_copy(
+            update={"cache": config.cache.model_copy(update={"enabled": False})}
+        )
+    outputs = run_assembly(config)
+    print(outputs.summary)
+    print(f"manifest: {outputs.manifest}")
+    print(f"report:   {outputs.report['markdown']}")
+    print(f"problems: {outputs.problems}")
+    return 0
+
+
+# ---- demo-data --------------------------------------------------------------------------------
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out_dir", help="folder to write the demo sources into")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=160, help="image width in pixels")
+
+
+def run_demo_data(args: argparse.Namespace) -> int:
+    """Draw the demo data set and write its assembly config."""
+    from tagger.demo import DemoConfig, write_demo_data
+
+    data = write_demo_data(args.out_dir, DemoConfig(seed=args.seed, size=args.size))
+    print(f"{len(data.scenes)} demo images in {data.root}")
+    print(f"next: tagger assemble {data.config}")
+    return 0
+
+
+# ---- calibrate -------------------------------------------------------------------------------
+
+
+def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", help="calibrate job YAML (tagger.calibrate_job)")
+    parser.add_argument("--predictions", help="held-out predictions Parquet")
+    parser.add_argument("--manifest", help="manifest Parquet")
+    parser.add_argument("--taxonomy", help="taxonomy YAML (default: the shipped one)")
+    parser.add_argument("--output-dir", help="where thresholds.json and the report go")
+    parser.add_argument("--calib-folds", type=int, nargs="+", help="folds to calibrate on")
+    parser.add_argument(
+        "--check-folds",
+        type=int,
+        nargs="+",
+        help="other held-out folds: report precision of the thresholds there",
+    )
+    parser.add_argument(
+        "--check-split",
+        type=float,
+        help="or hold back this share of the calibration rows for the check",
+    )
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Per-tag thresholds from held-out predictions; writes thresholds file + report."""
+    from tagger.calibrate_job import load_calibrate_job_config, run_calibrate_job
+
+    overrides = {
+        "predictions": _absolute(args.predictions), "manifest": _absolute(args.manifest),
+        "taxonomy": _absolute(args.taxonomy), "output_dir": _absolute(args.output_dir),
+        "calib_folds": args.calib_folds, "check_folds": args.check_folds,
+        "check_split": args.check_split,
+    }  # fmt: skip
+    outputs = run_calibrate_job(load_calibrate_job_config(args.config, overrides))
+    print(f"thresholds: {outputs.thresholds}")
+    print(f"report:     {outputs.report}")
+    print(f"status:     {outputs.summary['status']}")
+    if outputs.check_report is not None:
+        print(f"check:      {outputs.summary['check']} ({outputs.check_report})")
+    return 0
+
+
+# ---- train -----------------------------------------------------------------------------------
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="training config YAML (tagger.training.TrainConfig)")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="last",
+        help='continue from a checkpoint directory (bare --resume: "<output_dir>/last")',
+    )
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train from a config; under torchrun every process runs this (DDP)."""
+    from tagger.training import run_train_config
+
+    result = run_train_config(args.config, resume=args.resume)
+    if os.environ.get("RANK", "0") == "0":  # torchrun sets RANK; print once
+        print(f"epochs: {result.epochs_completed} (stopped early: {result.stopped_early})")
+        print(f"best validation mAP: {result.best_metric}")
+        print(f"best checkpoint: {result.best_checkpoint}")
+    return 0
+
+
+# ---- the command ------------------------------------------------------------------------------
+
+COMMANDS: dict[str, tuple[str, AddArguments, Run]] = {
+    "assemble": (
+        "build the manifest from the sources of a config",
+        add_assemble_arguments,
+        run_assemble,
+    ),
+    "demo-data": (
+        "draw the demo data set (several source formats)",
+        add_demo_arguments,
+        run_demo_data,
+    ),
+    "calibrate": (
+        "per-tag thresholds from held-out predictions (thresholds file + report)",
+        add_calibrate_arguments,
+        run_calibrate,
+    ),
+    "train": (
+        "train the tagger from a config (resumable; DDP under torchrun)",
+        add_train_arguments,
+        run_train,
+    ),
+    "predict": (
+        "tag images (folder, manifest or files) with a model bundle; resumable",
+        add_predict_arguments,
+        run_predict_command,
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tagger", description="Album photo tagging pipeline.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `tagger` console script."""
+    args = build_parser().parse_args(argv)
+    _, _, run = COMMANDS[args.command]
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as error:  # bad config or input: say what, not how
+        print(f"tagger {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
