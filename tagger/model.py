@@ -61,15 +61,21 @@ def load_backbone_weights(model: nn.Module, path: Path) -> None:
     """Load backbone weights from a local file; the classifier head is left as initialised."""
     if not path.exists():
         raise FileNotFoundError(f"pretrained weights file not found: {path}")
+    state: dict[str, torch.Tensor]
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         state = load_file(str(path))
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-    head_name = model.pretrained_cfg.get("classifier", "fc")
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+            loaded = loaded["state_dict"]
+        if not isinstance(loaded, dict):
+            raise ValueError(
+                f"{path}: expected a state dict of tensors, got {type(loaded).__name__}"
+            )
+        state = loaded
+    head_name = str(getattr(model, "pretrained_cfg", {}).get("classifier", "fc"))
     head_keys = {k for k in model.state_dict() if k.startswith(f"{head_name}.")}
     state = {k: v for k, v in state.items() if k not in head_keys}
     missing, unexpected = model.load_state_dict(state, strict=False)
