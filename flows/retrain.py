@@ -1,0 +1,564 @@
+"""Prefect flow `retrain`: assemble -> train -> calibrate -> bundle -> register -> promote.
+
+    python -m flows.retrain flows/configs/retrain_demo.yaml [--set train.schedule.epochs=2]
+    prefect deployment run 'retrain/retrain-manual'          # through deploy/prefect.yaml
+
+One validated `RetrainConfig` (flows/config.py) drives every stage. Each stage is one task that
+reads files, calls the library, writes files into `<work_dir>/<stage>/<key>/` and returns paths;
+it is cached by the content of what it reads (`flows.caching`), with its result persisted under
+`<work_dir>/results`, so a rerun after a failure starts at the first unfinished stage. Only the
+MLflow registry calls retry (a tracking server can be briefly unreachable). `@champion` moves
+only in the last stage, and only to a model that does not lose to the current one: a failed
+stage anywhere leaves it where it was. Each run ends with a markdown artifact
+(`retrain-summary`): data in, headline metrics, the promotion decision, what to open in MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict
+
+from flows.caching import persisted, stage_dir
+from flows.config import RetrainConfig, load_retrain_config, with_overrides
+from flows.tracking import Tracking, ensure_experiment, mlflow_uris, resolve_tracking
+from tagger.assembly_job import AssemblyConfig, load_assembly_config, run_assembly
+from tagger.calibration import CalibrationConfig
+from tagger.demo import DemoConfig
+from tagger.training import TrainConfig
+
+DEFAULT_CONFIG = str(Path(__file__).with_name("configs") / "retrain_demo.yaml")
+RETRY_DELAYS: list[float] = [2, 10, 30]  # seconds; registry and tracking calls only
+
+
+# ---- what stages hand each other (paths and figures, never data) -----------------------------
+
+
+class Assembled(BaseModel):
+    """The assembled data set: manifest, resized-image cache, report."""
+
+    model_config = ConfigDict(frozen=True)
+
+    manifest: Path
+    cache_dir: Path
+    cache_size: int
+    taxonomy: Path | None  # None: the shipped album taxonomy
+    report: Path
+    problems: Path
+    images: int
+    problem_count: int
+
+
+class Trained(BaseModel):
+    """A training run: its MLflow run and best checkpoint."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    experiment_id: str
+    checkpoint: Path
+    best_val_map: float | None
+    epochs: int
+
+
+class Calibrated(BaseModel):
+    """Thresholds chosen on the held-out fold, with the report, plots and summary figures."""
+
+    model_config = ConfigDict(frozen=True)
+
+    predictions: Path
+    thresholds: Path
+    report: Path
+    plots: dict[str, Path]
+    summary: dict[str, Any]
+
+
+class Registered(BaseModel):
+    """The registered model version (alias @candidate)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: str
+    model_uri: str
+    run_id: str
+
+
+class Promotion(BaseModel):
+    """The promotion decision as written on the model version."""
+
+    model_config = ConfigDict(frozen=True)
+
+    promoted: bool
+    reason: str
+    champion_version: str | None  # @champion after this run
+    compared_with: str | None  # the champion it was compared with
+    candidate: dict[str, float] | None
+    champion: dict[str, float] | None
+
+
+class RetrainSummary(BaseModel):
+    """What a retrain run did and where to look."""
+
+    model_config = ConfigDict(frozen=True)
+
+    work_dir: Path
+    tracking_uri: str
+    experiment: str
+    manifest: Path
+    images: int
+    run_id: str
+    bundle: Path
+    model_name: str
+    version: str
+    promoted: bool
+    reason: str
+    champion_version: str | None
+    metrics: dict[str, float]
+    mlflow_ui: str
+    markdown: str
+
+
+# ---- stages -----------------------------------------------------------------------------------
+
+
+@task(name="load-config", cache_policy=NO_CACHE)
+def load_config(config: RetrainConfig | str, overrides: dict[str, Any] | None) -> RetrainConfig:
+    """The validated retrain config (a YAML path with dotted overrides, or a config as is)."""
+    if isinstance(config, RetrainConfig):
+        return with_overrides(config, overrides or {})
+    return load_retrain_config(config, overrides)
+
+
+@task(name="demo-data")
+def generate_demo_data(demo: DemoConfig, work_dir: Path) -> Path:
+    """Draw the demo sources (COCO, VOC, Open Images, keywords, internal CSV) into the work
+    folder; returns the assembly config YAML written beside them."""
+    from tagger.demo import write_demo_data
+
+    out = stage_dir(work_dir, "demo-data", demo=demo)
+    return write_demo_data(out, demo).config
+
+
+@task(name="load-assembly-config", cache_policy=NO_CACHE)
+def read_assembly_config(path: Path) -> AssemblyConfig:
+    """An assembly config YAML, validated."""
+    return load_assembly_config(path)
+
+
+def source_files(config: AssemblyConfig) -> list[Path]:
+    """Every file or folder the assembly reads: reader paths, taxonomy, mapping files."""
+    files: list[Path] = []
+    for source in config.sources:
+        if not source.enabled:
+            continue
+        args = source.reader_arguments(config.data_path)
+        for key in source.paths:
+            value = args[key]
+            files += [Path(p) for p in (value if isinstance(value, list) else [value])]
+        files += [config.resolve(p) for p in source.mappings.values()]
+    if config.taxonomy:
+        files.append(config.resolve(config.taxonomy))
+    return files
+
+
+@task(name="assemble")
+def assemble_data(config: AssemblyConfig, sources: list[Path], work_dir: Path) -> Assembled:
+    """Read and merge the sources into the manifest (dedup, known mask, cache, folds, report).
+
+    `sources` are `source_files(config)`: they make the cache key follow the source contents.
+    """
+    out = stage_dir(work_dir, "assemble", config=config, sources=sources)
+    cfg = config.model_copy(update={"output_dir": str(out)})
+    outputs = run_assembly(cfg)
+    with outputs.problems.open(newline="", encoding="utf-8") as fh:
+        problems = sum(1 for _ in csv.DictReader(fh))
+    return Assembled(
+        manifest=outputs.manifest,
+        cache_dir=cfg.cache_dir,
+        cache_size=cfg.cache.size,
+        taxonomy=cfg.resolve(cfg.taxonomy) if cfg.taxonomy else None,
+        report=outputs.report["markdown"],
+        problems=outputs.problems,
+        images=outputs.images,
+        problem_count=problems,
+    )
+
+
+def training_config(config: TrainConfig, data: Assembled, out_dir: Path) -> TrainConfig:
+    """`config` reading the assembled manifest, cache and taxonomy, writing into `out_dir`."""
+    updates = {
+        "manifest": data.manifest,
+        "cache_dir": data.cache_dir,
+        "cache_size": data.cache_size,
+        "taxonomy": data.taxonomy,
+    }
+    return config.model_copy(
+        update={"data": config.data.model_copy(update=updates), "output_dir": out_dir}
+    )
+
+
+@task(name="train")
+def train_tagger(
+    config: TrainConfig, data: Assembled, tracking: Tracking, work_dir: Path
+) -> Trained:
+    """Train on the manifest's training folds; params, per-epoch metrics and the manifest hash
+    go to a new MLflow run (the run every later stage logs into)."""
+    from flows.train import TrainInputs, log_train_result, start_mlflow_run, train_model
+    from tagger.images import hash_file
+    from tagger.training import load_training_inputs
+
+    out = stage_dir(work_dir, "train", config=config, data=data, tracking=tracking)
+    cfg = training_config(config, data, out)
+    manifest, taxonomy = load_training_inputs(cfg)
+    inputs = TrainInputs(cfg, manifest, taxonomy, hash_file(data.manifest))
+    experiment_id = ensure_experiment(tracking)
+    with mlflow_uris(tracking.tracking_uri):
+        run_id = start_mlflow_run.fn(
+            inputs, tracking.tracking_uri, tracking.experiment, tracking.artifact_location
+        )
+        result = train_model.fn(inputs, run_id, tracking.tracking_uri)
+        log_train_result.fn(result, run_id, tracking.tracking_uri)
+    best = result.best_metric
+    return Trained(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        checkpoint=result.best_checkpoint,
+        best_val_map=None if best is None or math.isnan(best) else float(best),
+        epochs=result.epochs_completed,
+    )
+
+
+@task(name="calibrate")
+def calibrate_thresholds(
+    config: CalibrationConfig, checkpoint: Path, data: Assembled, val_fold: int, work_dir: Path
+) -> Calibrated:
+    """Score the held-out fold with the best checkpoint, then choose per-tag thresholds on it
+    (report, plots, summary); the model never saw these images."""
+    from flows.heldout import write_heldout_predictions
+    from tagger.calibrate_job import CalibrateJobConfig, run_calibrate_job
+
+    out = stage_dir(
+        work_dir, "calibrate", config=config, checkpoint=checkpoint, data=data, val_fold=val_fold
+    )
+    predictions = write_heldout_predictions(
+        checkpoint, data.manifest, data.cache_dir, val_fold, out / "heldout_predictions.parquet"
+    )
+    job = CalibrateJobConfig(
+        predictions=predictions,
+        manifest=data.manifest,
+        taxonomy=data.taxonomy,
+        calib_folds=(val_fold,),
+        output_dir=out,
+        calibration=config,
+    )
+    outputs = run_calibrate_job(job)
+    summary = json.loads(json.dumps(outputs.summary, default=str))
+    return Calibrated(
+        predictions=predictions,
+        thresholds=outputs.thresholds,
+        report=outputs.report,
+        plots=outputs.plots,
+        summary=summary,
+    )
+
+
+@task(name="bundle")
+def package_bundle(
+    checkpoint: Path, calibration: Calibrated, data: Assembled, work_dir: Path
+) -> Path:
+    """The model bundle: weights, taxonomy snapshot, preprocessing, thresholds, metrics."""
+    from flows.heldout import build_bundle
+    from tagger.bundle import save_bundle
+
+    out = stage_dir(work_dir, "bundle", checkpoint=checkpoint, calibration=calibration, data=data)
+    bundle = build_bundle(
+        checkpoint,
+        calibration.thresholds,
+        data.manifest,
+        data.taxonomy,
+        headline_metrics(calibration.summary),
+    )
+    return save_bundle(bundle, out / "bundle")
+
+
+def headline_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The float figures of a calibration summary (NaN dropped), for MLflow and the artifact."""
+    return {k: float(v) for k, v in summary.items() if isinstance(v, float) and not math.isnan(v)}
+
+
+@task(name="evaluate", retries=3, retry_delay_seconds=RETRY_DELAYS)
+def log_evaluation(
+    calibration: Calibrated, trained: Trained, data: Assembled, tracking: Tracking
+) -> dict[str, float]:
+    """Log the review material into the training run: per-tag table, plots, thresholds file,
+    dataset hash and headline metrics. Returns the headline metrics."""
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from tagger.images import hash_file
+    from tagger.registry import log_review
+
+    metrics = headline_metrics(calibration.summary)
+    if trained.best_val_map is not None:
+        metrics["best_val_map"] = trained.best_val_map
+    report = (
+        pd.read_csv(calibration.report)
+        if calibration.report.suffix == ".csv"
+        else pd.read_parquet(calibration.report)
+    )
+    with mlflow_uris(tracking.tracking_uri):
+        log_review(
+            trained.run_id,
+            report,
+            dict(calibration.plots),
+            calibration.thresholds,
+            hash_file(data.manifest),
+            metrics=metrics,
+            client=MlflowClient(tracking.tracking_uri),
+        )
+    return metrics
+
+
+@task(name="register", retries=3, retry_delay_seconds=RETRY_DELAYS)
+def register_bundle(bundle: Path, trained: Trained, tracking: Tracking) -> Registered:
+    """Log the bundle as an MLflow model in the training run, register it, alias @candidate."""
+    from mlflow import MlflowClient
+
+    from tagger.registry import log_bundle
+
+    with mlflow_uris(tracking.tracking_uri):
+        registered = log_bundle(
+            bundle,
+            name=tracking.model_name,
+            run_id=trained.run_id,
+            client=MlflowClient(tracking.tracking_uri),
+        )
+    return Registered(
+        name=registered.name,
+        version=registered.version,
+        model_uri=registered.model_uri,
+        run_id=registered.run_id,
+    )
+
+
+@task(name="promote", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=RETRY_DELAYS)
+def promote_candidate(
+    registered: Registered, data: Assembled, val_fold: int, tolerance: float, tracking: Tracking
+) -> Promotion:
+    """Move @champion to the candidate unless it loses to the current champion on the
+    held-out fold (mAP, share of tags meeting their precision target)."""
+    from mlflow import MlflowClient
+
+    from flows.heldout import heldout_eval
+    from tagger.registry import champion_version, promote
+
+    data_eval, predict_fn = heldout_eval(data.manifest, data.cache_dir, data.taxonomy, val_fold)
+    client = MlflowClient(tracking.tracking_uri)
+    with mlflow_uris(tracking.tracking_uri):
+        decision = promote(
+            registered.name,
+            registered.version,
+            data=data_eval,
+            predict_fn=predict_fn,
+            tolerance=tolerance,
+            client=client,
+            cache_dir=Path(tracking.model_cache),
+        )
+        champion = champion_version(registered.name, client)
+    return Promotion(
+        promoted=decision.promoted,
+        reason=decision.reason,
+        champion_version=champion,
+        compared_with=decision.champion_version,
+        candidate=None if decision.candidate is None else decision.candidate.as_dict(),
+        champion=None if decision.champion is None else decision.champion.as_dict(),
+    )
+
+
+@task(name="keep-candidate", cache_policy=NO_CACHE)
+def skip_promotion(registered: Registered, tracking: Tracking) -> Promotion:
+    """Promotion switched off in the config: the new version stays @candidate."""
+    from mlflow import MlflowClient
+
+    from tagger.registry import champion_version
+
+    champion = champion_version(registered.name, MlflowClient(tracking.tracking_uri))
+    return Promotion(
+        promoted=False,
+        reason="promotion disabled in the retrain config",
+        champion_version=champion,
+        compared_with=champion,
+        candidate=None,
+        champion=None,
+    )
+
+
+@task(name="summary", cache_policy=NO_CACHE)
+def publish_summary(
+    config: RetrainConfig,
+    tracking: Tracking,
+    data: Assembled,
+    trained: Trained,
+    metrics: dict[str, float],
+    bundle: Path,
+    registered: Registered,
+    promotion: Promotion,
+) -> RetrainSummary:
+    """The run's markdown artifact (Prefect UI -> flow run -> Artifacts) and summary."""
+    ui = mlflow_ui_hint(tracking)
+    summary = RetrainSummary(
+        work_dir=config.work_dir,
+        tracking_uri=tracking.tracking_uri,
+        experiment=tracking.experiment,
+        manifest=data.manifest,
+        images=data.images,
+        run_id=trained.run_id,
+        bundle=bundle,
+        model_name=registered.name,
+        version=registered.version,
+        promoted=promotion.promoted,
+        reason=promotion.reason,
+        champion_version=promotion.champion_version,
+        metrics=metrics,
+        mlflow_ui=ui,
+        markdown="",
+    )
+    markdown = summary_markdown(summary, data, trained, promotion, config)
+    create_markdown_artifact(
+        markdown,
+        key="retrain-summary",
+        description=f"retrain: {registered.name} v{registered.version}",
+    )
+    return summary.model_copy(update={"markdown": markdown})
+
+
+def mlflow_ui_hint(tracking: Tracking) -> str:
+    """How to open the MLflow UI on this store."""
+    if tracking.tracking_uri.startswith(("http://", "https://")):
+        return tracking.tracking_uri
+    return f"mlflow ui --backend-store-uri {tracking.tracking_uri} --port 5000"
+
+
+def summary_markdown(
+    summary: RetrainSummary,
+    data: Assembled,
+    trained: Trained,
+    promotion: Promotion,
+    config: RetrainConfig,
+) -> str:
+    """The retrain artifact: data in, headline metrics, promotion decision, where to look."""
+    source = "demo data set (generated)" if config.demo is not None else "assembly config"
+    metrics = "".join(f"| {k} | {v:.4f} |\n" for k, v in sorted(summary.metrics.items()))
+    compare = ""
+    if promotion.candidate is not None:
+        rows = [
+            f"| {k} | {v:.4f} | "
+            f"{'' if promotion.champion is None else f'{promotion.champion[k]:.4f}'} |"
+            for k, v in promotion.candidate.items()
+        ]
+        compare = "\n| figure | candidate | champion |\n|---|---|---|\n" + "\n".join(rows) + "\n"
+    base = summary.tracking_uri.rstrip("/")
+    links = ""
+    if base.startswith(("http://", "https://")):
+        links = (
+            f"- run: {base}/#/experiments/{trained.experiment_id}/runs/{summary.run_id}\n"
+            f"- model: {base}/#/models/{summary.model_name}/versions/{summary.version}\n"
+        )
+    decision = "**promoted to @champion**" if promotion.promoted else "**not promoted**"
+    return (
+        f"# retrain: {summary.model_name} v{summary.version}\n\n"
+        f"## Data\n- source: {source}\n- manifest: `{data.manifest}` ({data.images} images, "
+        f"{data.problem_count} problems reported in `{data.problems}`)\n"
+        f"- dataset report: `{data.report}`\n\n"
+        f"## Training\n- epochs: {trained.epochs}; best validation mAP: "
+        f"{'n/a' if trained.best_val_map is None else f'{trained.best_val_map:.4f}'}\n\n"
+        f"## Headline metrics (held-out fold {config.train.data.val_fold})\n"
+        f"| metric | value |\n|---|---|\n{metrics}\n"
+        f"## Promotion\n{decision}: {promotion.reason}\n"
+        f"- compared with: {promotion.compared_with or 'no champion'}; @champion is now "
+        f"v{promotion.champion_version}\n{compare}\n"
+        f"## Where to look\n- MLflow: `{summary.tracking_uri}`, experiment "
+        f"`{summary.experiment}`, run `{summary.run_id}`\n"
+        f"- model: `models:/{summary.model_name}/{summary.version}` "
+        f"(`models:/{summary.model_name}@champion` -> v{promotion.champion_version})\n"
+        f"- MLflow UI: `{summary.mlflow_ui}`\n{links}"
+        f"- bundle: `{summary.bundle}`\n"
+    )
+
+
+# ---- the recipe -------------------------------------------------------------------------------
+
+
+@flow(name="retrain")
+def retrain(
+    config: RetrainConfig | str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None
+) -> RetrainSummary:
+    """Retrain, calibrate, register and (when not worse) promote the tagger.
+
+    config: a retrain YAML (flows/configs/) or a RetrainConfig. overrides: dotted keys, e.g.
+    {"work_dir": "/data/work", "mlflow.tracking_uri": "http://127.0.0.1:5000"}.
+    """
+    cfg = load_config(config, overrides)
+    work, tracking = cfg.work_dir, resolve_tracking(cfg.mlflow, cfg.work_dir)
+    stage = partial(persisted, work_dir=work, refresh=not cfg.cache)  # type: ignore[arg-type]
+    if cfg.demo is not None:
+        assembly = read_assembly_config(stage(generate_demo_data)(cfg.demo, work))
+    else:
+        assert isinstance(cfg.assemble, AssemblyConfig)  # load_config read the YAML
+        assembly = cfg.assemble
+    data = stage(assemble_data)(assembly, source_files(assembly), work)
+    trained = stage(train_tagger)(cfg.train, data, tracking, work)
+    calibrated = stage(calibrate_thresholds)(
+        cfg.calibrate, trained.checkpoint, data, cfg.heldout_fold, work
+    )
+    bundle = stage(package_bundle)(trained.checkpoint, calibrated, data, work)
+    metrics = stage(log_evaluation)(calibrated, trained, data, tracking)
+    registered = stage(register_bundle)(bundle, trained, tracking)
+    if cfg.promotion.enabled:
+        promotion = promote_candidate(
+            registered, data, cfg.heldout_fold, cfg.promotion.tolerance, tracking
+        )
+    else:
+        promotion = skip_promotion(registered, tracking)
+    return publish_summary(cfg, tracking, data, trained, metrics, bundle, registered, promotion)
+
+
+def parse_set(values: list[str]) -> dict[str, Any]:
+    """`--set key.path=value` pairs; values are YAML (numbers, booleans, lists...)."""
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected key.path=value")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set train.schedule.epochs=2",
+    )
+    args = parser.parse_args(argv)
+    summary = retrain(args.config, parse_set(args.set) or None)
+    print(summary.markdown)
+
+
+if __name__ == "__main__":
+    main()
