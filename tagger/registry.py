@@ -413,7 +413,10 @@ def _cache_key(uri: str, client: MlflowClient) -> tuple[str, str]:
         version = m["version"] or _alias_version(client, name, m["alias"])
         if version is None:
             raise ValueError(f"{uri}: registered model {name!r} has no alias {m['alias']!r}")
-        return f"models/{_safe(name)}/{version}", f"models:/{name}/{version}"
+        # The version's own artifact location, so the download does not go through MLflow's
+        # global registry client (which would open a default store in the working folder).
+        source = client.get_model_version_download_uri(name, version)
+        return f"models/{_safe(name)}/{version}", source
     if m := _RUN_URI.match(uri):
         return f"runs/{_safe(m['run'])}/{_safe(m['path'])}", uri
     return f"uri/{hashlib.sha256(uri.encode()).hexdigest()[:16]}", uri

@@ -219,3 +219,30 @@ def test_register_promote_load_real_server(mlflow_server: str, tmp_path: Path) -
     # artifacts went through the server into its artifact store, not into the client's folder
     assert any((tmp_path / "artifacts").rglob("bundle.json"))
     assert not (work / "mlruns").exists()
+
+
+def test_resolve_with_explicit_uri_leaves_the_working_folder_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An explicit tracking URI is all `resolve_bundle` uses: no default store in the cwd."""
+    store = tmp_path / "store"
+    store.mkdir()
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    monkeypatch.chdir(store)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_experiment("resolve-test")
+    save_bundle(make_bundle(), tmp_path / "b")
+    registered = log_bundle(tmp_path / "b", name=NAME)
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    local = resolve_bundle(
+        f"models:/{NAME}@{CANDIDATE}", cache_dir=tmp_path / "cache", tracking_uri=uri
+    )
+    assert (local / "bundle.json").exists()
+    assert load_bundle(local).taxonomy.tag_ids == make_bundle().taxonomy.tag_ids
+    assert registered.version == "1"
+    assert list(elsewhere.iterdir()) == []
