@@ -12,7 +12,7 @@ dir), same batch size (16), same images (the album photos, repeated `--passes` t
 
 Ratios are medians of same-round ratios, so a busy neighbour slows both sides alike.
 
-Usage: python bench/predict_throughput.py [DATA_DIR] [--passes 3] [--rounds 2]
+Usage: python bench/predict_throughput.py [DATA_DIR] [--passes 3] [--rounds 3] [--variants]
 Last line: RESULT predict_throughput images_per_s=<n> vs_limit=<x> vs_plain=<x>
 """
 
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data_dir", nargs="?", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--passes", type=int, default=3, help="times each photo is tagged")
-    parser.add_argument("--rounds", type=int, default=2, help="runs per variant (best kept)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per variant (best kept)")
     parser.add_argument("--variants", action="store_true", help="also time worker variants")
     args = parser.parse_args(argv)
     images = args.data_dir / "images" if (args.data_dir / "images").is_dir() else args.data_dir

@@ -7,9 +7,12 @@ bounded window ahead of the model, in input order; a worker process that dies (a
 codec, the OOM killer) costs only the image it was decoding. `predict_items` wires them up;
 `tagger.predict.predict` is the public entry point.
 
-Why the defaults (measured by `bench/predict_throughput.py` on 2 cores, resnet50 at 224): the
-model step is ~45 ms per image with both cores and the reduced decode of a 12 MP JPEG ~23 ms on
-one, so the next batches decode in worker processes while torch computes with all cores.
+Why the defaults (bench/predict_throughput.py, 2 shared cores, resnet50 at 224, batch 16):
+the model step costs ~40 ms per image with both cores (BatchNorm folded, channels-last), the
+reduced decode of a 12 MP JPEG ~25-28 ms on one core (the entropy decoding, which DCT scaling
+cannot skip). So decode workers run a window ahead in their own processes while torch computes
+with every core; OpenMP threads should sleep rather than spin when idle (OMP_WAIT_POLICY=PASSIVE,
+set by the CLI), or they take the cores the decoders need.
 """
 
 from __future__ import annotations
