@@ -280,6 +280,7 @@ def main() -> None:
             f"generated {args.rows:,} rows, {images:,} images, {args.mids} MIDs: "
             f"{size / 2**20:.0f} MiB CSV in {time.perf_counter() - t:.1f} s ({work})"
         )
+        print(f"variants run with MALLOC_MMAP_THRESHOLD_={VARIANT_ENV['MALLOC_MMAP_THRESHOLD_']}")
         ours = run_variant("ours", csv, tax, mapping, work)
         report("ours", ours, args.rows, size)
         rate = args.rows / (ours["read_s"] + ours["assemble_s"])

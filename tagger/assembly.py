@@ -360,6 +360,9 @@ def _union(arrays: Sequence[np.ndarray]) -> np.ndarray:
 
 def _merge_disjoint(arrays: Sequence[np.ndarray]) -> np.ndarray:
     """Sorted union of sorted arrays that share no value (no dedupe pass needed)."""
+    arrays = [a for a in arrays if len(a)]
+    if len(arrays) == 1:  # one source: no copy (the peak is near)
+        return arrays[0]
     merged = np.concatenate([np.zeros(0, dtype=np.int64), *arrays])
     merged.sort()
     return merged

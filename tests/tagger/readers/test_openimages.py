@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tagger.readers import openimages
 from tagger.readers.openimages import (
     read_openimages,
     read_openimages_boxes,
@@ -72,6 +73,35 @@ def test_bad_confidence_names_file_line_field_and_allowed(tmp_path: Path, bad: s
     message = str(error.value)
     assert str(path) in message and "line 4" in message
     assert "Confidence" in message and "0 or 1" in message and repr(bad) in message
+
+
+def test_header_only_file_gives_empty_tables(tmp_path: Path) -> None:
+    table = read_openimages(write(tmp_path / "l.csv", LABELS.splitlines()[0] + "\n"), tmp_path)
+    assert len(table.labels) == 0 and len(table.images) == 0
+    assert table.labels["value"].dtype == np.int8
+
+
+def test_labels_from_many_blocks_keep_file_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(openimages, "BLOCK_SIZE", 1 << 16)
+    rng = np.random.default_rng(0)
+    n = 60_000  # ~16 blocks, image keys repeating across blocks
+    keys = rng.integers(0, 5_000, n)
+    frame = pd.DataFrame(
+        {
+            "ImageID": pd.Series(keys).map("{:x}".format),
+            "Source": "v",
+            "LabelName": pd.Series(rng.integers(0, 700, n)).map("/m/{:d}".format),
+            "Confidence": rng.integers(0, 2, n),
+        }
+    )
+    frame.to_csv(tmp_path / "l.csv", index=False)
+    read = read_openimages_labels(tmp_path / "l.csv")
+    assert (read["image_key"].astype(str).to_numpy() == frame["ImageID"].to_numpy()).all()
+    assert (read["label"].astype(str).to_numpy() == frame["LabelName"].to_numpy()).all()
+    assert (read["value"].to_numpy() == frame["Confidence"].to_numpy()).all()
+    assert read["image_key"].cat.categories.is_unique
 
 
 def test_missing_column_is_a_header_error(tmp_path: Path) -> None:
