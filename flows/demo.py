@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
                 tracking_uri=summary.tracking_uri,
                 model_cache=str(work / "models"),
                 mode="overwrite",
-                options=PredictOptions(max_tags=5, workers=0),
+                options=PredictOptions(max_tags=10, workers=0),  # parents count too
             )
         )
     print(report(summary, album, truth))

@@ -1,18 +1,22 @@
 """A demo data set the project draws itself, written in the real source formats.
 
 Scenes are coloured primitives on a background (sky over grass, beach, snow, a room), with
-objects of different sizes (an apple is ~8% of the image, a car up to half of it) whose
-frequencies fall off in a long tail. Every class has its own shape and colour, so a tiny model
-can learn them. The images are split over five sources that exercise five readers:
+objects of different sizes (an apple is ~12% of the image side, a car up to half of it) whose
+frequencies fall off in a long tail. Every class has its own shape and a colour no other class
+or background uses, so a tiny model at 64 px can learn them. The images are split over five
+sources that exercise five readers and the three ways a source gives known negatives:
 
 - `coco/instances.json` (COCO instances JSON, exhaustive over the COCO categories drawn),
 - `voc/Annotations/*.xml` (VOC XML, small objects sometimes `difficult`),
-- `openimages/labels.csv` + `boxes.csv` (Open Images: positives and verified negatives),
-- `keywords/<keyword>/*.jpg` (crawled keyword folders),
-- `internal/tags.csv` (internal `path,tags` annotations with every drawn tag),
+- `openimages/labels.csv` + `boxes.csv` (Open Images: positives and verified negatives, also
+  for parent classes such as Animal or Vehicle when the image shows none),
+- `keywords/<keyword>/*.jpg` (crawled keyword folders: positives only),
+- `internal/tags.csv` (internal `path,tags` annotations with every drawn tag; the assembly
+  config declares it exhaustive over `demo_known_tags()`, the drawn tags and their ancestors,
+  so a scene without animals is a known negative for animal, dog, cat, ...),
 
 plus a few exact duplicates across sources (merged by assembly) and one truncated JPEG (reported
-and left out). Deterministic for a seed; ~300 images at 160 px take a few seconds.
+and left out). Deterministic for a seed; ~320 images at 160 px take well under a second.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import yaml
 from PIL import Image, ImageDraw
 from pydantic import BaseModel, ConfigDict, Field
 
+from label_system.taxonomy import Taxonomy, load_default_taxonomy
+
 Box = tuple[float, float, float, float]  # pixels: x0, y0, x1, y1
 Painter = Callable[[ImageDraw.ImageDraw, Box], None]
 
@@ -42,6 +48,7 @@ def _car(d: ImageDraw.ImageDraw, b: Box) -> None:
     x0, y0, x1, y1 = b
     w, h = x1 - x0, y1 - y0
     d.rectangle((x0 + 0.25 * w, y0, x1 - 0.2 * w, y0 + 0.45 * h), fill=(150, 20, 20))
+    d.rectangle((x0 + 0.32 * w, y0 + 0.08 * h, x1 - 0.27 * w, y0 + 0.35 * h), fill=(200, 230, 250))
     d.rectangle((x0, y0 + 0.4 * h, x1, y1 - 0.2 * h), fill=(220, 30, 30))
     r = 0.18 * w
     for cx in (x0 + 0.25 * w, x1 - 0.25 * w):
@@ -76,7 +83,7 @@ def _bird(d: ImageDraw.ImageDraw, b: Box) -> None:
     x0, y0, x1, y1 = b
     w, h = x1 - x0, y1 - y0
     d.polygon(
-        [(x0, y0), (x0 + 0.5 * w, y0 + 0.6 * h), (x1, y0), (x0 + 0.5 * w, y1)], fill=(30, 60, 200)
+        [(x0, y0), (x0 + 0.5 * w, y0 + 0.6 * h), (x1, y0), (x0 + 0.5 * w, y1)], fill=(25, 25, 30)
     )
     d.polygon(
         [
@@ -97,32 +104,32 @@ def _boat(d: ImageDraw.ImageDraw, b: Box) -> None:
     )
     d.polygon(
         [(x0, y0 + 0.7 * h), (x1, y0 + 0.7 * h), (x1 - 0.15 * w, y1), (x0 + 0.15 * w, y1)],
-        fill=(120, 70, 30),
+        fill=(250, 210, 20),
     )
 
 
 def _bottle(d: ImageDraw.ImageDraw, b: Box) -> None:
     x0, y0, x1, y1 = b
     w, h = x1 - x0, y1 - y0
-    d.rectangle((x0 + 0.35 * w, y0, x1 - 0.35 * w, y0 + 0.3 * h), fill=(20, 110, 60))
-    d.rectangle((x0, y0 + 0.3 * h, x1, y1), fill=(30, 150, 80))
+    d.rectangle((x0 + 0.35 * w, y0, x1 - 0.35 * w, y0 + 0.3 * h), fill=(80, 20, 110))
+    d.rectangle((x0, y0 + 0.3 * h, x1, y1), fill=(120, 40, 170))
 
 
 def _apple(d: ImageDraw.ImageDraw, b: Box) -> None:
     x0, y0, x1, y1 = b
     w, h = x1 - x0, y1 - y0
-    d.ellipse((x0, y0 + 0.15 * h, x1, y1), fill=(200, 0, 20))
-    d.ellipse((x0 + 0.5 * w, y0, x1, y0 + 0.3 * h), fill=(40, 160, 40))
+    d.ellipse((x0, y0 + 0.15 * h, x1, y1), fill=(170, 235, 40), outline=(60, 90, 10))
+    d.rectangle((x0 + 0.45 * w, y0, x0 + 0.58 * w, y0 + 0.3 * h), fill=(90, 50, 20))
 
 
 def _orange(d: ImageDraw.ImageDraw, b: Box) -> None:
-    d.ellipse(b, fill=(255, 140, 0), outline=(200, 100, 0))
+    d.ellipse(b, fill=(255, 140, 0), outline=(170, 80, 0), width=2)
 
 
 def _ball(d: ImageDraw.ImageDraw, b: Box) -> None:
     x0, y0, x1, y1 = b
     w, h = x1 - x0, y1 - y0
-    d.ellipse(b, fill=(250, 250, 250), outline=(0, 0, 0))
+    d.ellipse(b, fill=(250, 250, 250), outline=(0, 0, 0), width=2)
     d.ellipse((x0 + 0.35 * w, y0 + 0.35 * h, x1 - 0.35 * w, y1 - 0.35 * h), fill=(0, 0, 0))
 
 
@@ -130,7 +137,7 @@ def _tree(d: ImageDraw.ImageDraw, b: Box) -> None:
     x0, y0, x1, y1 = b
     w, h = x1 - x0, y1 - y0
     d.rectangle((x0 + 0.42 * w, y0 + 0.55 * h, x1 - 0.42 * w, y1), fill=(100, 60, 20))
-    d.ellipse((x0, y0, x1, y0 + 0.7 * h), fill=(20, 120, 30))
+    d.ellipse((x0, y0, x1, y0 + 0.7 * h), fill=(10, 75, 25))
 
 
 def _flower(d: ImageDraw.ImageDraw, b: Box) -> None:
@@ -162,17 +169,20 @@ class DemoClass:
 
 DEMO_CLASSES: tuple[DemoClass, ...] = (
     DemoClass("car", "car", "car", "/m/0k4j", "cars", 0.40, (0.30, 0.50), 1.8, _car),
-    DemoClass("dog", "dog", "dog", "/m/0bt9lr", "dogs", 0.32, (0.25, 0.45), 1.3, _dog),
-    DemoClass("tree", None, None, "/m/07j7r", "trees", 0.28, (0.30, 0.50), 0.8, _tree),
-    DemoClass("bird", "bird", "bird", "/m/015p6", "birds", 0.20, (0.10, 0.18), 1.5, _bird),
-    DemoClass("cat", "cat", "cat", "/m/01yrx", "cats", 0.15, (0.20, 0.32), 1.0, _cat),
-    DemoClass("boat", "boat", "boat", "/m/019jd", "boats", 0.10, (0.25, 0.40), 1.2, _boat),
-    DemoClass("bottle", "bottle", "bottle", "/m/04dr76w", None, 0.08, (0.12, 0.22), 0.45, _bottle),
-    DemoClass("apple", "apple", None, "/m/014j1m", "apples", 0.06, (0.07, 0.10), 1.0, _apple),
-    DemoClass("flower", None, None, "/m/0c9ph5", "flowers", 0.05, (0.08, 0.13), 1.0, _flower),
-    DemoClass("orange", "orange", None, "/m/0cyhj_", "oranges", 0.04, (0.06, 0.09), 1.0, _orange),
-    DemoClass("sports_ball", "sports ball", None, "/m/018xm", None, 0.03, (0.05, 0.08), 1.0, _ball),
+    DemoClass("dog", "dog", "dog", "/m/0bt9lr", "dogs", 0.30, (0.25, 0.45), 1.3, _dog),
+    DemoClass("tree", None, None, "/m/07j7r", "trees", 0.26, (0.30, 0.50), 0.8, _tree),
+    DemoClass("bird", "bird", "bird", "/m/015p6", "birds", 0.20, (0.14, 0.22), 1.5, _bird),
+    DemoClass("cat", "cat", "cat", "/m/01yrx", "cats", 0.16, (0.22, 0.34), 1.0, _cat),
+    DemoClass("boat", "boat", "boat", "/m/019jd", "boats", 0.13, (0.25, 0.40), 1.2, _boat),
+    DemoClass("bottle", "bottle", "bottle", "/m/04dr76w", None, 0.11, (0.16, 0.26), 0.45, _bottle),
+    DemoClass("apple", "apple", None, "/m/014j1m", "apples", 0.10, (0.11, 0.15), 1.0, _apple),
+    DemoClass("flower", None, None, "/m/0c9ph5", "flowers", 0.09, (0.12, 0.17), 1.0, _flower),
+    DemoClass("orange", "orange", None, "/m/0cyhj_", "oranges", 0.08, (0.10, 0.14), 1.0, _orange),
+    DemoClass("sports_ball", "sports ball", None, "/m/018xm", None, 0.07, (0.08, 0.12), 1.0, _ball),
 )
+# Open Images parent classes the demo gives verified negatives for (image shows none of them)
+PARENT_MIDS = {"/m/0jbk": "animal", "/m/07yv9": "vehicle", "/m/05s2s": "plant",
+               "/m/02wbm": "food", "/m/02xwb": "fruit"}  # fmt: skip
 COCO_IDS = {"car": 3, "boat": 9, "bird": 16, "cat": 17, "dog": 18, "sports ball": 37,
             "bottle": 44, "apple": 53, "orange": 55}  # fmt: skip
 
@@ -190,10 +200,14 @@ class Background:
 
 BACKGROUNDS: tuple[Background, ...] = (
     Background(
-        "meadow", ((0.0, (120, 180, 240)), (0.55, (70, 160, 60))), ("sky", "grass"), "sky", 0.45
+        "meadow",
+        ((0.0, (120, 180, 240)), (0.55, (70, 160, 60))),
+        ("sky", "grass", "outdoor"),
+        "sky",
+        0.40,
     ),
     Background(
-        "room", ((0.0, (225, 210, 180)), (0.7, (140, 100, 60))), ("indoor",), "interior", 0.25
+        "room", ((0.0, (225, 210, 180)), (0.7, (80, 130, 135))), ("indoor",), "interior", 0.28
     ),
     Background(
         "beach",
@@ -203,7 +217,11 @@ BACKGROUNDS: tuple[Background, ...] = (
         0.18,
     ),
     Background(
-        "snow", ((0.0, (150, 190, 230)), (0.6, (250, 250, 252))), ("sky", "snow"), "snow", 0.12
+        "snow",
+        ((0.0, (150, 190, 230)), (0.6, (250, 250, 252))),
+        ("sky", "snow", "outdoor"),
+        "snow",
+        0.14,
     ),
 )
 
@@ -234,21 +252,30 @@ class DemoScene:
 
 
 class DemoConfig(BaseModel):
-    """Size of the demo set; images per source sum to about 300."""
+    """Size of the demo set; images per source sum to about 320. The internal source is the
+    largest: it is the one that gives known negatives for scene and parent tags."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = 0
     size: int = Field(default=160, ge=32, description="image width in pixels (height 3/4)")
-    coco: int = Field(default=90, ge=0)
-    voc: int = Field(default=60, ge=0)
+    coco: int = Field(default=70, ge=0)
+    voc: int = Field(default=40, ge=0)
     openimages: int = Field(default=60, ge=0)
-    keywords: int = Field(default=50, ge=0)
-    internal: int = Field(default=40, ge=0)
+    keywords: int = Field(default=40, ge=0)
+    internal: int = Field(default=110, ge=0)
     duplicates: int = Field(default=3, ge=0, description="COCO images copied into other sources")
     truncated: int = Field(default=1, ge=0, description="broken JPEGs among the keyword folders")
     negatives_per_image: int = Field(default=3, ge=0, description="Open Images verified negatives")
     quality: int = Field(default=92, ge=50, le=100)
+
+
+def demo_known_tags(taxonomy: Taxonomy | None = None) -> list[str]:
+    """Every tag a demo scene can show (classes, backgrounds) plus its ancestors, in taxonomy
+    order: the tags the internal source is exhaustive over (absent = known negative)."""
+    tax = taxonomy or load_default_taxonomy()
+    drawn = [*(c.tag for c in DEMO_CLASSES), *(t for b in BACKGROUNDS for t in b.tags)]
+    return tax.with_ancestors(drawn)
 
 
 def draw_scene(
@@ -382,7 +409,11 @@ def _write_voc(
 
 
 def _write_openimages(
-    root: Path, scenes: list[DemoScene], cfg: DemoConfig, rng: np.random.Generator
+    root: Path,
+    scenes: list[DemoScene],
+    cfg: DemoConfig,
+    rng: np.random.Generator,
+    taxonomy: Taxonomy,
 ) -> dict[str, DemoScene]:
     out, labels, boxes = {}, [], []
     with_mid = [c for c in DEMO_CLASSES if c.openimages]
@@ -417,6 +448,12 @@ def _write_openimages(
         absent = [c for c in with_mid if c.tag not in shown]
         picks = rng.permutation(len(absent))[: cfg.negatives_per_image]
         labels.extend([image_id, "verification", absent[j].openimages, 0] for j in picks)
+        shown_all = set(taxonomy.with_ancestors(scene.tags))  # grass is a plant
+        labels.extend(
+            [image_id, "verification", mid, 0]
+            for mid, tag in PARENT_MIDS.items()
+            if tag not in shown_all
+        )
     _write_csv(
         root / "openimages" / "labels.csv", ["ImageID", "Source", "LabelName", "Confidence"], labels
     )
@@ -490,18 +527,19 @@ def write_demo_data(out_dir: str | Path, config: DemoConfig | None = None) -> De
     for sub in ("coco", "voc", "openimages", "keywords", "internal"):
         shutil.rmtree(root / sub, ignore_errors=True)
     rng = np.random.default_rng(cfg.seed)
+    taxonomy = load_default_taxonomy()
     scenes: dict[str, DemoScene] = {}
     coco = _write_coco(root, _scenes(rng, cfg.coco, cfg), cfg)
     scenes |= coco
     scenes |= _write_voc(root, _scenes(rng, cfg.voc, cfg), cfg, rng)
-    scenes |= _write_openimages(root, _scenes(rng, cfg.openimages, cfg), cfg, rng)
+    scenes |= _write_openimages(root, _scenes(rng, cfg.openimages, cfg), cfg, rng, taxonomy)
     scenes |= _write_keywords(root, cfg.keywords, cfg, rng)
     copies = _write_duplicates(root, coco, cfg.duplicates)
     scenes |= copies
     internal_extra = dict(list(coco.items())[: min(1, cfg.duplicates)])
     scenes |= _write_internal(root, _scenes(rng, cfg.internal, cfg), cfg, internal_extra)
     broken = _write_truncated(root, cfg, rng)
-    config_path = write_demo_config(root / "assemble.yaml")
+    config_path = write_demo_config(root / "assemble.yaml", taxonomy=taxonomy)
     return DemoData(root, config_path, scenes, broken)
 
 
@@ -533,8 +571,12 @@ def _write_truncated(root: Path, cfg: DemoConfig, rng: np.random.Generator) -> l
     return out
 
 
-def demo_sources() -> list[dict[str, Any]]:
-    """The `sources` of an assembly config for the demo folder (paths relative to it)."""
+def demo_sources(taxonomy: Taxonomy | None = None) -> list[dict[str, Any]]:
+    """The `sources` of an assembly config for the demo folder (paths relative to it).
+
+    The internal CSV lists every drawn tag, so it is declared exhaustive over
+    `demo_known_tags()`: its images are the known negatives of scene and parent tags.
+    """
     return [
         {
             "name": "demo_coco",
@@ -561,29 +603,40 @@ def demo_sources() -> list[dict[str, Any]]:
             "name": "demo_internal",
             "format": "internal_csv",
             "paths": {"csv_path": "internal/tags.csv"},
+            "negatives": "exhaustive",
+            "known_tags": demo_known_tags(taxonomy),
         },
     ]
 
 
-def demo_config_dict(data_root: str = ".", output_dir: str = "assembled") -> dict[str, Any]:
-    """An assembly config (plain data) for the demo folder."""
+def demo_config_dict(
+    data_root: str = ".", output_dir: str = "assembled", taxonomy: Taxonomy | None = None
+) -> dict[str, Any]:
+    """An assembly config (plain data) for the demo folder.
+
+    The cache is built in this process (workers 0): for ~320 small images that is faster than
+    starting worker processes.
+    """
     return {
         "data_root": data_root,
         "output_dir": output_dir,
         "min_count": 5,
         "folds": {"k": 5, "seed": 0},
-        "cache": {"enabled": True, "size": 128, "workers": 2},
-        "sources": demo_sources(),
+        "cache": {"enabled": True, "size": 128, "workers": 0},
+        "sources": demo_sources(taxonomy),
     }
 
 
 def write_demo_config(
-    path: str | Path, data_root: str = ".", output_dir: str = "assembled"
+    path: str | Path,
+    data_root: str = ".",
+    output_dir: str = "assembled",
+    taxonomy: Taxonomy | None = None,
 ) -> Path:
     """Write the demo assembly config YAML (paths relative to its own folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = "# Written by `tagger demo-data`; run: tagger assemble <this file>\n"
-    body = yaml.safe_dump(demo_config_dict(data_root, output_dir), sort_keys=False)
+    body = yaml.safe_dump(demo_config_dict(data_root, output_dir, taxonomy), sort_keys=False)
     path.write_text(header + body, encoding="utf-8")
     return path

@@ -16,11 +16,13 @@ from tagger.demo import (
     BACKGROUNDS,
     DEMO_CLASSES,
     DemoConfig,
+    demo_known_tags,
     demo_sources,
     draw_scene,
     render_scene,
     write_demo_data,
 )
+from tagger.manifest import read_manifest
 from tagger.readers import read_coco, read_internal_csv, read_keyword_folders, read_voc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,3 +99,23 @@ def test_cli_demo_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
 def test_shipped_demo_config_matches_the_generated_one():
     shipped = yaml.safe_load((REPO / "flows" / "configs" / "demo.yaml").read_text())
     assert shipped["sources"] == demo_sources()
+
+
+def test_demo_manifest_has_known_negatives_for_parent_and_scene_tags(tmp_path: Path):
+    cfg = DemoConfig(seed=0, size=48, coco=4, voc=2, openimages=8, keywords=2, internal=12)
+    demo = write_demo_data(tmp_path / "d", cfg)
+    assert main(["assemble", str(demo.config), "--no-cache"]) == 0
+    manifest = read_manifest(demo.root / "assembled" / "manifest.parquet")
+    known_tags = set(demo_known_tags())
+    assert {"animal", "vehicle", "plant", "outdoor", "sky", "indoor"} <= known_tags
+    negatives: dict[str, set[str]] = {}  # tag -> sources that gave a known negative
+    for row in manifest.itertuples():
+        for tag in set(row.known) - set(row.tags):
+            negatives.setdefault(tag, set()).update(row.sources)
+        if "demo_internal" in row.sources:  # exhaustive: every demo tag is known
+            assert known_tags <= set(row.known), row.path
+            assert ("animal" in row.tags) == bool({"dog", "cat", "bird"} & set(row.tags))
+    for parent in ("animal", "mammal", "vehicle", "plant", "fruit", "outdoor", "indoor", "sky"):
+        assert "demo_internal" in negatives.get(parent, set()), parent
+    assert {"animal", "vehicle"} <= {t for t, s in negatives.items() if "demo_openimages" in s}
+    assert "dog" in negatives and "horse" in negatives  # no animal => no dog, no horse
