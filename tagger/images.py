@@ -33,21 +33,11 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-ERROR_CODES = (
-    "missing",
-    "empty",
-    "unreadable",
-    "not_an_image",
-    "truncated",
-    "too_large",
-    "unsupported",
-    "decode_failed",
-)
 ErrorCode = Literal[
     "missing",
     "empty",
@@ -58,6 +48,7 @@ ErrorCode = Literal[
     "unsupported",
     "decode_failed",
 ]
+ERROR_CODES: tuple[str, ...] = get_args(ErrorCode)
 
 # Just under Pillow's hard limit (2 * MAX_IMAGE_PIXELS = 178,956,970), so our check speaks first.
 DEFAULT_MAX_PIXELS = 178_000_000
