@@ -102,6 +102,7 @@ class Bundle:
     dataset_hash: str = ""
     created_at: str = ""
     path: Path | None = None  # where it was loaded from
+    weights_sha256: str = ""  # of the weights file it was loaded from ("" when built in memory)
 
     @property
     def tag_ids(self) -> tuple[str, ...]:
@@ -248,6 +249,7 @@ def load_bundle(
         dataset_hash=str(meta.get("dataset_hash", "")),
         created_at=str(meta.get("created_at", "")),
         path=directory,
+        weights_sha256=str(meta["files"].get(str(meta["weights"]), "")),
     )
     _check_consistent(bundle, directory)
     return bundle

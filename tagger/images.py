@@ -96,6 +96,7 @@ class ImageError(Exception):
         self.code: ErrorCode = code
         self.message = message
         self.path = os.fspath(path)
+        self.info: ImageInfo | None = None  # the header facts, when it was read
 
     def __str__(self) -> str:
         return f"{self.path}: {self.code}: {self.message}"
@@ -132,12 +133,17 @@ def probe_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_P
     too_large, ...); damage in the pixel data (e.g. truncation) is not detected here.
     """
     with _open_image(path, max_pixels) as im:
-        orientation = _orientation(im)
-        width, height = im.size
-        fmt = im.format or "unknown"
+        return _header_info(im)
+
+
+def _header_info(im: Image.Image) -> ImageInfo:
+    orientation = _orientation(im)
+    width, height = im.size
     if orientation in (5, 6, 7, 8):
         width, height = height, width
-    return ImageInfo(width=width, height=height, format=fmt, orientation=orientation)
+    return ImageInfo(
+        width=width, height=height, format=im.format or "unknown", orientation=orientation
+    )
 
 
 def draft_scale(width: int, height: int, min_side: int) -> int:
@@ -163,26 +169,40 @@ def load_reduced(
     Only JPEG can decode reduced (1/2, 1/4, 1/8); other formats and `min_side=None` give full
     resolution. No resize: `load_rgb` adds the one resize.
     """
+    return _load_reduced(path, min_side, max_pixels)[0]
+
+
+def _load_reduced(
+    path: str | os.PathLike[str], min_side: int | None, max_pixels: int
+) -> tuple[Image.Image, ImageInfo]:
+    """`load_reduced` plus the header facts, from one open of the file.
+
+    An `ImageError` raised after the header was read carries it as `.info`.
+    """
     if min_side is not None and min_side < 1:
         raise ValueError(f"min_side must be a positive number of pixels or None, got {min_side}")
     with _open_image(path, max_pixels) as im:
-        if min_side is not None and im.format in _DRAFT_FORMATS:
-            scale = draft_scale(im.width, im.height, min_side)
-            if scale > 1:
-                im.draft(im.mode, (im.width // scale, im.height // scale))
-        _load_pixels(im, path)
-        orientation = _orientation(im)
+        info = _header_info(im)
         try:
-            rgb = to_rgb(im)
-        except ValueError as err:
-            raise ImageError("unsupported", str(err), path) from err
-    transpose = _TRANSPOSE.get(orientation)
+            if min_side is not None and im.format in _DRAFT_FORMATS:
+                scale = draft_scale(im.width, im.height, min_side)
+                if scale > 1:
+                    im.draft(im.mode, (im.width // scale, im.height // scale))
+            _load_pixels(im, path)
+            try:
+                rgb = to_rgb(im)
+            except ValueError as err:
+                raise ImageError("unsupported", str(err), path) from err
+        except ImageError as err:
+            err.info = info
+            raise
+    transpose = _TRANSPOSE.get(info.orientation)
     if transpose is None:
-        return rgb
+        return rgb, info
     upright = rgb.transpose(transpose)
     for key in ("exif", "xmp"):  # they still say "turn me": a second transpose would be wrong
         upright.info.pop(key, None)
-    return upright
+    return upright, info
 
 
 def load_rgb(
@@ -208,8 +228,23 @@ def load_rgb_square(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Image.Image:
     """Load an image as displayed, RGB, exactly `size` x `size` (see `resize_square`)."""
-    image = load_reduced(path, size, max_pixels=max_pixels)
-    return resize_square(image, size, fit)
+    return load_rgb_square_info(path, size, fit=fit, max_pixels=max_pixels)[0]
+
+
+def load_rgb_square_info(
+    path: str | os.PathLike[str],
+    size: int,
+    *,
+    fit: FitMode = "squash",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[Image.Image, ImageInfo]:
+    """`load_rgb_square` and `probe_image` from one open of the file (one header parse).
+
+    An `ImageError` raised after the header was read carries it as `.info`, so a caller can
+    still report the displayed size of an image whose pixels are damaged.
+    """
+    image, info = _load_reduced(path, size, max_pixels)
+    return resize_square(image, size, fit), info
 
 
 def resize_shorter(image: Image.Image, size: int) -> Image.Image:
@@ -431,6 +466,7 @@ __all__ = [
     "load_reduced",
     "load_rgb",
     "load_rgb_square",
+    "load_rgb_square_info",
     "probe_image",
     "resize_shorter",
     "resize_square",

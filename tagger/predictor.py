@@ -7,12 +7,17 @@ bounded window ahead of the model, in input order; a worker process that dies (a
 codec, the OOM killer) costs only the image it was decoding. `predict_items` wires them up;
 `tagger.predict.predict` is the public entry point.
 
-Why the defaults (bench/predict_throughput.py, 2 shared cores, resnet50 at 224, batch 16):
-the model step costs ~40 ms per image with both cores (BatchNorm folded, channels-last), the
-reduced decode of a 12 MP JPEG ~25-28 ms on one core (the entropy decoding, which DCT scaling
-cannot skip). So decode workers run a window ahead in their own processes while torch computes
-with every core; OpenMP threads should sleep rather than spin when idle (OMP_WAIT_POLICY=PASSIVE,
-set by the CLI), or they take the cores the decoders need.
+Why the defaults (bench/predict_throughput.py: 2 shared cores, resnet50 at 224, batch 16,
+the 8-22 MP album photos): the model step costs ~60-65 core-ms per image (BatchNorm folded,
+channels-last), the reduced decode of a photo ~24 ms on one core (the JPEG entropy decoding,
+which DCT scaling cannot skip; libjpeg-turbo through Pillow, simplejpeg and OpenCV all measure
+the same). Two decode threads run a window ahead while torch computes on both cores; they
+decode without the GIL and hand over arrays without copies, which measured 3-7% faster than
+worker processes on two cores. OpenMP threads must sleep rather than spin when idle
+(OMP_WAIT_POLICY=PASSIVE, set by the CLI; ONNX Runtime's spinning is switched off likewise),
+or they take the cores the decoders need. With a GPU the model is nearly free and decoding
+is the whole job: then every core but one decodes, in processes (many threads would queue
+on the GIL for the Python parts of a decode).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPool
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -34,7 +39,7 @@ from torch import nn
 
 from tagger.bundle import Bundle, Preprocessing
 from tagger.data import normalize_images
-from tagger.images import FitMode, ImageError, load_rgb_square, probe_image
+from tagger.images import FitMode, ImageError, load_rgb_square_info
 from tagger.predict import InputItem, PredictOptions, TagSelector, WorkerKind
 from tagger.records import PredictionRecord, RecordError, TagPrediction
 
@@ -65,24 +70,23 @@ class Decoded:
 def decode_input(item: InputItem, *, size: int, fit: FitMode, max_pixels: int) -> Decoded:
     """Decode one image to the bundle's eval view; never raises (failures become `.error`).
 
-    The header is probed first (displayed width/height; cheap refusals: missing, empty,
-    too_large ...), then the pixels decode at reduced scale, EXIF-oriented, and take one
-    resampling step to `size x size` (`tagger.images.load_rgb_square`).
+    One open of the file: the header (displayed width/height; cheap refusals: missing, empty,
+    too_large ...), then the pixels at reduced scale, EXIF-oriented, with one resampling step
+    to `size x size` (`tagger.images.load_rgb_square_info`). A record of damaged pixels still
+    has the displayed size when the header was readable.
     """
-    width = height = None
     try:
-        info = probe_image(item.path, max_pixels=max_pixels)
-        width, height = info.width, info.height
-        image = load_rgb_square(item.path, size, fit=fit, max_pixels=max_pixels)
+        image, info = load_rgb_square_info(item.path, size, fit=fit, max_pixels=max_pixels)
         pixels = np.asarray(image, dtype=np.uint8)
     except ImageError as err:
+        width, height = (err.info.width, err.info.height) if err.info else (None, None)
         return Decoded(item, None, width, height, RecordError(err.code, err.message))
     except Exception as err:  # a codec bug or MemoryError must cost one image, not the job
         message = f"{type(err).__name__}: {err}"
-        return Decoded(item, None, width, height, RecordError("decode_failed", message))
-    if pixels.shape != (size, size, 3):  # internal invariant of load_rgb_square
+        return Decoded(item, None, error=RecordError("decode_failed", message))
+    if pixels.shape != (size, size, 3):  # internal invariant of load_rgb_square_info
         raise AssertionError(f"{item.path}: decoded to {pixels.shape}, not {(size, size, 3)}")
-    return Decoded(item, pixels, width, height)
+    return Decoded(item, pixels, info.width, info.height)
 
 
 def create_decode_fn(bundle: Bundle, options: PredictOptions) -> Callable[[InputItem], Decoded]:
@@ -155,7 +159,8 @@ def create_backend(bundle: Bundle, options: PredictOptions) -> Backend:
     if options.backend == "onnx":
         from tagger.onnx_export import create_onnx_backend
 
-        return create_onnx_backend(bundle, threads=options.threads)
+        # decode workers share the cores: idle ONNX threads must sleep, not spin
+        return create_onnx_backend(bundle, threads=options.threads, spinning=False)
     return TorchBackend(bundle.create_model(), prep, resolve_device(options.device))
 
 
@@ -205,16 +210,26 @@ def available_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def default_workers(cpus: int | None = None) -> int:
-    """Decode workers for a CPU count: one per two cores, and at least two.
+def default_workers(cpus: int | None = None, device: str = "cpu") -> int:
+    """Decode workers for a CPU count and inference device (at least two).
 
-    In steady state the reduced decode needs about a third of a core per resnet50@224 image
-    step on two cores, and the bounded window keeps workers from running further ahead, so
-    spare workers cost little; two of them halve the time the model waits for the first batch.
-    Measured on the shared 2-core machine: 2 workers 0.96 of the compute limit, 1 worker 0.77.
+    CPU inference: one per two cores; the decode needs about a third of the cores (see the
+    module notes) and the bounded window keeps spare workers from running further ahead; two
+    of them halve the time the model waits for the first batch. CUDA inference: all cores but
+    one, which feeds the GPU.
     """
     cpus = cpus or available_cpus()
+    if device.startswith("cuda"):
+        return max(2, cpus - 1)
     return max(2, cpus // 2)
+
+
+def resolve_worker_kind(kind: WorkerKind, workers: int) -> Literal["thread", "process"]:
+    """ "auto" -> threads for up to 4 workers (no copies, no process start), processes above
+    (the GIL-held parts of a decode, ~5-10% of it, would queue many threads)."""
+    if kind == "auto":
+        return "thread" if workers <= 4 else "process"
+    return kind
 
 
 class _Slot(Generic[T, R]):
@@ -241,7 +256,7 @@ class DecodePool(Generic[T, R]):
         fn: Callable[[T], R],
         *,
         workers: int,
-        kind: WorkerKind = "process",
+        kind: Literal["thread", "process"] = "process",
         window: int = 32,
         on_crash: Callable[[T], R],
     ) -> None:
@@ -362,11 +377,12 @@ def predict_items(
     The decode workers start on the first window of images before the model is built, so
     setting up the model (~0.3 s for resnet50) and filling the first batch overlap.
     """
-    workers = default_workers() if options.workers is None else options.workers
+    device = resolve_device(options.device) if options.backend == "torch" else "cpu"
+    workers = default_workers(device=device) if options.workers is None else options.workers
     pool = DecodePool(
         create_decode_fn(bundle, options),
         workers=workers,
-        kind=options.worker_kind,
+        kind=resolve_worker_kind(options.worker_kind, workers),
         window=2 * options.batch_size + workers,
         on_crash=crashed_decode,
     )

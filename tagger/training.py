@@ -605,7 +605,10 @@ class Trainer:
         bar.close()
         self._average_buffers()
         steps = max(1, n_steps)
-        totals = torch.tensor([loss_sum.item(), float(steps)], dtype=torch.float64)
+        # on the device: NCCL reduces only CUDA tensors (gloo either)
+        totals = torch.tensor(
+            [loss_sum.item(), float(steps)], dtype=torch.float64, device=self.device
+        )
         if self.ctx.world_size > 1:
             dist.all_reduce(totals)
         return {
@@ -811,7 +814,9 @@ def train(
     with scoped_rng(cfg.seed, cuda_devices):
         trainer = Trainer(cfg, train_split, val_split, taxonomy, callbacks, ctx)
         if resume is not None:
-            trainer.load(read_checkpoint(resume, map_location=trainer.device))
+            # on the CPU: load_state_dict moves weights and optimizer state to their device;
+            # RNG states and metric arrays must stay host tensors
+            trainer.load(read_checkpoint(resume, map_location="cpu"))
         return trainer.run()
 
 

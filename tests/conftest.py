@@ -22,6 +22,16 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def private_onnx_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """ONNX exports go to a per-test folder, never to the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("onnx-cache")
+    monkeypatch.setenv("TAGGER_ONNX_CACHE", str(folder))
+    return folder
+
+
 @pytest.fixture
 def one_torch_thread() -> Iterator[None]:
     """Run the test with one torch thread (tiny models; keeps parallel test runs fair)."""

@@ -10,7 +10,14 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from tagger.onnx_export import OnnxBackend, export_bundle_onnx
+from tagger.bundle import load_bundle, save_bundle
+from tagger.onnx_export import (
+    OnnxBackend,
+    cached_export,
+    create_onnx_backend,
+    export_bundle_onnx,
+    export_key,
+)
 from tagger.predict import predict
 from tagger.predictor import TorchBackend, preprocessing_of
 from tests.tagger.bundle_fixtures import make_bundle, write_images
@@ -46,3 +53,33 @@ def test_onnx_backend_gives_the_same_records(bundle, tmp_path: Path) -> None:  #
         assert [(t.id, t.evidence) for t in a.tags] == [(t.id, t.evidence) for t in b.tags]
         np.testing.assert_allclose([t.score for t in a.tags], [t.score for t in b.tags], atol=1e-4)
     assert any(r.tags for r in torch_records)
+
+
+def test_exports_are_cached_by_weights(bundle, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cache = tmp_path / "cache"
+    first = cached_export(bundle, cache)
+    stamp = first.stat().st_mtime_ns
+    assert cached_export(bundle, cache) == first  # reused, not written again
+    assert first.stat().st_mtime_ns == stamp
+    assert [p.name for p in cache.iterdir()] == [first.name]  # no temp folder left behind
+    changed = dict(bundle.state_dict)
+    name = next(k for k in changed if changed[k].is_floating_point())
+    changed[name] = changed[name] + 1.0
+    other = dataclasses.replace(bundle, state_dict=changed)
+    assert export_key(other) != export_key(bundle)
+    assert cached_export(other, cache) != first
+
+
+def test_a_loaded_bundle_is_keyed_by_its_weights_file(bundle, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    save_bundle(bundle, tmp_path / "b1")
+    save_bundle(bundle, tmp_path / "b2")
+    one, two = load_bundle(tmp_path / "b1"), load_bundle(tmp_path / "b2")
+    assert len(one.weights_sha256) == 64
+    assert export_key(one) == export_key(two)  # same weights, wherever they lie
+
+
+def test_cache_dir_from_the_environment(bundle, private_onnx_cache: Path) -> None:  # type: ignore[no-untyped-def]
+    backend = create_onnx_backend(bundle, threads=1, spinning=False)
+    assert [p.suffix for p in private_onnx_cache.iterdir()] == [".onnx"]
+    pixels = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    assert backend(pixels).shape == (2, 4)

@@ -25,7 +25,13 @@ from tagger.predict import (
     predict,
     write_predictions,
 )
-from tagger.predictor import Decoded, DecodePool, decode_input
+from tagger.predictor import (
+    Decoded,
+    DecodePool,
+    decode_input,
+    default_workers,
+    resolve_worker_kind,
+)
 from tagger.records import PredictionRecord, read_records
 from tests.tagger.bundle_fixtures import make_bundle, tiny_taxonomy, write_images
 from tests.tagger.image_corpus import gradient_image, write_corpus
@@ -295,7 +301,7 @@ def test_predict_survives_a_decoder_crash(
     (tmp_path / "boom.png").write_bytes(paths[0].read_bytes())
     paths.insert(2, tmp_path / "boom.png")
     monkeypatch.setattr(predictor_module, "decode_input", _crashing_decode)
-    records = list(predict(paths, bundle, batch_size=2, workers=2))
+    records = list(predict(paths, bundle, batch_size=2, workers=2, worker_kind="process"))
     assert [Path(r.path).name for r in records] == [p.name for p in paths]
     assert records[2].error is not None and records[2].error.code == "decode_failed"
     assert "died" in records[2].error.message
@@ -450,3 +456,14 @@ def test_records_are_plain_data(bundle: Bundle, tmp_path: Path) -> None:
     (path,) = write_images(tmp_path, n=1)
     (record,) = predict([path], bundle, workers=0)
     assert PredictionRecord.from_dict(record.to_dict()).image_id == str(path)
+
+
+def test_worker_defaults_follow_cores_and_device() -> None:
+    assert default_workers(2) == 2
+    assert default_workers(16) == 8  # CPU inference: half the cores decode
+    assert default_workers(16, device="cuda:0") == 15  # the GPU needs one feeder core
+    assert default_workers(1, device="cuda") == 2
+    assert resolve_worker_kind("auto", 2) == "thread"
+    assert resolve_worker_kind("auto", 15) == "process"
+    assert resolve_worker_kind("process", 1) == "process"
+    assert PredictOptions().worker_kind == "auto"
