@@ -1,18 +1,23 @@
 """End-to-end batch-tagging throughput against the compute limit and a plain pipeline.
 
 Same process, same model (resnet50 at 224, untrained, bundle saved to and loaded from a temp
-dir), same batch size (16), same images (the album photos, repeated `--passes` times):
+dir), same batch size (16), same images (the album photos, repeated `--passes` times, so a run
+is a job of a few hundred photos and start-up is paid once, as in a real job):
 
-- limit: the model alone on pre-decoded uint8 batches (normalisation + forward + sigmoid);
+- limit: the model alone on pre-decoded uint8 batches (normalisation + forward + sigmoid),
+  with the same backend object the pipeline uses; measured right before and right after each
+  "ours" run, and the ratio taken against their mean (the machine's speed drifts);
 - plain: full decode (`Image.open().convert("RGB")`), torchvision Resize + CenterCrop +
-  ToTensor + Normalize, a standard DataLoader with 2 workers, `model(x)` under no_grad;
+  ToTensor + Normalize, a standard DataLoader (2 workers on CPU, all cores but one with
+  --device cuda), `model(x)` under no_grad;
 - ours: `tagger.predict.write_predictions` to a JSONL file (records, tags, fsync included),
-  with the default options (and with `--variants`, each variant of decode workers / threads);
-- the same two with the ONNX Runtime backend (export included in "ours onnx").
+  with the default options; start-up (bundle to first record) and CPU use are reported;
+- the same with the ONNX Runtime backend (CPU only; its export is cached, as in real jobs).
 
 Ratios are medians of same-round ratios, so a busy neighbour slows both sides alike.
 
-Usage: python bench/predict_throughput.py [DATA_DIR] [--passes 3] [--rounds 3] [--variants]
+Usage: python bench/predict_throughput.py [DATA_DIR] [--passes 10] [--rounds 5] [--variants]
+       [--device cuda]
 Last line: RESULT predict_throughput images_per_s=<n> vs_limit=<x> vs_plain=<x>
 """
 
@@ -25,10 +30,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import functools
+import resource
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -87,11 +94,12 @@ def time_limit(backend: Backend, n: int) -> float:
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(BATCH, SIZE, SIZE, 3), dtype=np.uint8)
     backend(pixels[:2])  # warm-up
+    backend(pixels)
     start = time.perf_counter()
     done = 0
     while done < n:
         k = min(BATCH, n - done)
-        backend(pixels[:k])
+        backend(pixels[:k])  # returns host numpy: a GPU run is synchronised per batch
         done += k
     return n / (time.perf_counter() - start)
 
@@ -117,46 +125,62 @@ class PlainDataset(Dataset[torch.Tensor]):
         return self.transform(Image.open(self.paths[index]).convert("RGB"))
 
 
-def time_plain(bundle: Bundle, paths: list[Path]) -> float:
-    """images/s of the plain pipeline (DataLoader with 2 workers, NCHW model, no_grad)."""
-    model = bundle.create_model().eval()
+def time_plain(bundle: Bundle, paths: list[Path], device: str, workers: int) -> float:
+    """images/s of the plain pipeline (DataLoader, NCHW model, no_grad)."""
+    model = bundle.create_model().eval().to(device)
     loader = DataLoader(
-        PlainDataset(paths, preprocessing_of(bundle)), batch_size=BATCH, num_workers=2
+        PlainDataset(paths, preprocessing_of(bundle)),
+        batch_size=BATCH,
+        num_workers=workers,
+        pin_memory=device != "cpu",
     )
     with torch.no_grad():
-        model(torch.zeros(2, 3, SIZE, SIZE))  # warm-up
+        model(torch.zeros(2, 3, SIZE, SIZE, device=device))  # warm-up
         start = time.perf_counter()
         for batch in loader:
-            model(batch)
+            model(batch.to(device)).cpu()
     return len(paths) / (time.perf_counter() - start)
 
 
-def time_ours(bundle: Bundle, paths: list[Path], folder: Path, **options: object) -> float:
-    """images/s of `write_predictions` end to end (decode, infer, select tags, write JSONL).
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (user + system)."""
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
-    Also prints the steady-state rate: after the first batch, i.e. without the model set-up
-    and the first batch's decode, which a job of thousands of images amortises.
-    """
+
+@dataclass
+class Run:
+    images_per_s: float
+    startup_s: float = float("nan")  # call to first record (bundle in memory)
+    cpu_per_image_ms: float = float("nan")
+
+
+def time_ours(bundle: Bundle, paths: list[Path], folder: Path, **options: object) -> Run:
+    """`write_predictions` end to end (decode, infer, select tags, write JSONL)."""
     out = folder / "out.jsonl"
     stamps: list[float] = []
+    cpu = cpu_seconds()
+    start = time.perf_counter()
     summary = write_predictions(
         [str(p) for p in paths], bundle, out, mode="overwrite", batch_size=BATCH,
         progress=lambda n: stamps.append(time.perf_counter()), **options,
     )  # fmt: skip
+    cpu = cpu_seconds() - cpu
     if summary.images != len(paths) or summary.tagged != len(paths):
         raise RuntimeError(f"expected {len(paths)} tagged images, got {summary.to_text()}")
-    if len(stamps) > BATCH:
-        steady = (len(stamps) - BATCH) / (stamps[-1] - stamps[BATCH - 1])
-        print(f"    (steady state after the first batch: {steady:.2f} images/s)")
-    return summary.images_per_s
+    return Run(summary.images_per_s, stamps[0] - start, 1000 * cpu / len(paths))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data_dir", nargs="?", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--passes", type=int, default=3, help="times each photo is tagged")
-    parser.add_argument("--rounds", type=int, default=3, help="runs per variant (best kept)")
+    parser.add_argument("--passes", type=int, default=10, help="times each photo is tagged")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
     parser.add_argument("--variants", action="store_true", help="also time worker variants")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args(argv)
     images = args.data_dir / "images" if (args.data_dir / "images").is_dir() else args.data_dir
     photos = sorted(p for p in images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
@@ -164,66 +188,97 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"no JPEG photos in {images}")
     paths = photos * args.passes
     cpus = available_cpus()
+    gpu = args.device != "cpu"
     torch.set_num_threads(cpus)  # every variant and baseline on the same core budget
-    defaults = PredictOptions()
+    defaults = PredictOptions(device=args.device)
+    workers = default_workers(device=args.device)
+    kind = defaults.worker_kind
+    plain_workers = max(2, cpus - 1) if gpu else 2
     print(
         f"{len(photos)} photos x {args.passes} passes = {len(paths)} images; batch {BATCH}; "
-        f"{cpus} CPUs; torch threads {torch.get_num_threads()}; default decode workers "
-        f"{default_workers()} ({defaults.worker_kind})"
+        f"{cpus} CPUs; torch threads {torch.get_num_threads()}; device {args.device}"
+        f"{' (' + torch.cuda.get_device_name() + ')' if gpu else ''}; "
+        f"default decode workers {workers} ({kind}); plain DataLoader workers {plain_workers}"
     )
     variants: list[dict[str, object]] = []
     if args.variants:
         variants = [
             {"workers": w, "worker_kind": k, "threads": t}
-            for k in ("process", "thread")
-            for w in (1, 2)
-            for t in sorted({cpus, max(1, cpus - 1)}, reverse=True)
+            for k in ("thread", "process")
+            for w in ((1, 2) if not gpu else (cpus // 2, cpus - 1))
+            for t in ((cpus,) if gpu else sorted({cpus, max(1, cpus - 1)}, reverse=True))
         ]
     rates: dict[str, list[float]] = {}
+    runs_of_ours: dict[str, list[Run]] = {}
+
+    def record(name: str, value: float) -> None:
+        rates.setdefault(name, []).append(value)
+        print(f"  {name:50s} {value:8.2f} images/s", flush=True)
+
     with tempfile.TemporaryDirectory(prefix="predict-bench-") as tmp:
         folder = Path(tmp)
         bundle = make_bundle(folder)
-        torch_backend = TorchBackend(bundle.create_model(), preprocessing_of(bundle))
-        onnx_backend = create_onnx_backend(bundle)
-        time_ours(bundle, photos[:4], folder)  # warm caches and the code path once
+        torch_backend = TorchBackend(bundle.create_model(), preprocessing_of(bundle), args.device)
+        # the limit runs the model alone at its best: ONNX Runtime threads may spin there
+        onnx_backend = None if gpu else create_onnx_backend(bundle, threads=cpus)
+        ours_options: dict[str, dict[str, object]] = {"ours": {"device": args.device}}
+        if onnx_backend is not None:
+            ours_options["ours onnx"] = {"backend": "onnx"}
+        for variant in variants:
+            name = "variant " + " ".join(f"{k}={v}" for k, v in variant.items())
+            ours_options[name] = {"device": args.device, **variant}
+        for options in ours_options.values():  # warm caches, the ONNX export, cuDNN once
+            time_ours(bundle, photos[:4], folder, **options)
         for r in range(args.rounds):  # interleaved, so a noisy neighbour hits all alike
-            runs: dict[str, Callable[[], float]] = {
-                "limit": functools.partial(time_limit, torch_backend, len(paths)),
-                "ours": functools.partial(time_ours, bundle, paths, folder),
-                "plain": functools.partial(time_plain, bundle, paths),
-                "limit onnx": functools.partial(time_limit, onnx_backend, len(paths)),
-                "ours onnx": functools.partial(time_ours, bundle, paths, folder, backend="onnx"),
-            }
-            for variant in variants:
-                name = "variant " + " ".join(f"{k}={v}" for k, v in variant.items())
-                runs[name] = functools.partial(time_ours, bundle, paths, folder, **variant)
-            for name, run in runs.items():
-                ips = run()
-                rates.setdefault(name, []).append(ips)
-                print(f"  round {r + 1} {name:50s} {ips:6.2f} images/s", flush=True)
+            print(f"round {r + 1}", flush=True)
+            for name, options in ours_options.items():
+                backend = onnx_backend if options.get("backend") == "onnx" else torch_backend
+                limit: Callable[[], float] = functools.partial(time_limit, backend, len(paths))
+                before = limit()
+                run = time_ours(bundle, paths, folder, **options)
+                after = limit()
+                runs_of_ours.setdefault(name, []).append(run)
+                record(name, run.images_per_s)
+                record(f"{name} (limit)", (before + after) / 2)
+                print(
+                    f"    start-up {run.startup_s:.2f} s, CPU {run.cpu_per_image_ms:.1f} ms per "
+                    f"image; limit before {before:.2f}, after {after:.2f}",
+                    flush=True,
+                )
+                if name == "ours":
+                    record("plain", time_plain(bundle, paths, args.device, plain_workers))
 
     def ratio(a: str, b: str) -> float:
         """Median over rounds of a/b measured in the same round (robust to a noisy machine)."""
         return float(np.median(np.array(rates[a]) / np.array(rates[b])))
 
-    best = {name: max(values) for name, values in rates.items()}
-    print(f"best of {args.rounds} rounds (ratios: median of same-round ratios):")
-    print(f"limit (model alone, pre-decoded, torch): {best['limit']:6.2f} images/s")
-    print(f"plain (full decode, DataLoader 2):       {best['plain']:6.2f} images/s")
-    print(f"ours  (defaults, torch):                 {best['ours']:6.2f} images/s")
-    print(f"limit (model alone, ONNX Runtime):       {best['limit onnx']:6.2f} images/s")
+    def median(name: str) -> float:
+        return float(np.median(rates[name]))
+
+    print(f"medians of {args.rounds} rounds (ratios: medians of same-round ratios):")
+    print(f"limit (model alone, pre-decoded, torch):  {median('ours (limit)'):8.2f} images/s")
     print(
-        f"ours  (backend=onnx):                    {best['ours onnx']:6.2f} images/s "
-        f"({ratio('ours onnx', 'limit onnx'):.2f} of the ONNX limit, "
-        f"{ratio('ours onnx', 'limit'):.2f} of the torch limit, "
-        f"{ratio('ours onnx', 'plain'):.2f}x plain)"
+        f"plain (full decode, DataLoader {plain_workers}):        {median('plain'):8.2f} images/s"
     )
-    for name in rates:
-        if name.startswith("variant"):
-            print(f"  {name:50s} {best[name]:6.2f} images/s ({ratio(name, 'limit'):.2f} of limit)")
+    for name in ours_options:
+        startup = np.median([run.startup_s for run in runs_of_ours[name]])
+        cpu_ms = np.median([run.cpu_per_image_ms for run in runs_of_ours[name]])
+        print(
+            f"{name:50s} {median(name):8.2f} images/s = {ratio(name, name + ' (limit)'):.2f} "
+            f"of its limit ({median(name + ' (limit)'):.2f}), {ratio(name, 'plain'):.2f}x plain; "
+            f"start-up {startup:.2f} s, CPU {cpu_ms:.1f} ms per image"
+        )
+    extra = ""
+    if "ours onnx" in rates:
+        extra = (
+            f" onnx_images_per_s={median('ours onnx'):.2f} "
+            f"onnx_vs_limit={ratio('ours onnx', 'ours onnx (limit)'):.2f} "
+            f"onnx_vs_plain={ratio('ours onnx', 'plain'):.2f}"
+        )
     print(
-        f"RESULT predict_throughput images_per_s={best['ours']:.2f} "
-        f"vs_limit={ratio('ours', 'limit'):.2f} vs_plain={ratio('ours', 'plain'):.2f}"
+        f"RESULT predict_throughput images_per_s={median('ours'):.2f} "
+        f"vs_limit={ratio('ours', 'ours (limit)'):.2f} vs_plain={ratio('ours', 'plain'):.2f}"
+        f" device={args.device}{extra}"
     )
 
 

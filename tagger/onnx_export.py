@@ -133,7 +133,8 @@ class OnnxBackend:
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads or 0  # 0 = ONNX Runtime's default (all cores)
+        # 0 = ONNX Runtime's default: one per core of the machine, whatever the affinity
+        opts.intra_op_num_threads = threads or 0
         opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = ort.InferenceSession(

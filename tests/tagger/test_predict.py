@@ -30,7 +30,6 @@ from tagger.predictor import (
     DecodePool,
     decode_input,
     default_workers,
-    resolve_worker_kind,
 )
 from tagger.records import PredictionRecord, read_records
 from tests.tagger.bundle_fixtures import make_bundle, tiny_taxonomy, write_images
@@ -228,9 +227,9 @@ def test_exif_rotation_is_applied_before_the_model() -> None:
 def test_worker_kinds_agree(bundle: Bundle, tmp_path: Path) -> None:
     paths = [*write_images(tmp_path, n=5), tmp_path / "missing.png"]
     runs = [
-        list(predict(paths, bundle, batch_size=2, workers=0)),
-        list(predict(paths, bundle, batch_size=2, workers=2, worker_kind="thread")),
-        list(predict(paths, bundle, batch_size=3, workers=1, worker_kind="process")),
+        list(predict(paths, bundle, batch_size=2, workers=0, device="cpu")),
+        list(predict(paths, bundle, batch_size=2, workers=2, worker_kind="thread", device="cpu")),
+        list(predict(paths, bundle, batch_size=3, workers=1, worker_kind="process", device="cpu")),
     ]
     for other in runs[1:]:
         assert [r.image_id for r in other] == [r.image_id for r in runs[0]]
@@ -463,7 +462,4 @@ def test_worker_defaults_follow_cores_and_device() -> None:
     assert default_workers(16) == 8  # CPU inference: half the cores decode
     assert default_workers(16, device="cuda:0") == 15  # the GPU needs one feeder core
     assert default_workers(1, device="cuda") == 2
-    assert resolve_worker_kind("auto", 2) == "thread"
-    assert resolve_worker_kind("auto", 15) == "process"
-    assert resolve_worker_kind("process", 1) == "process"
-    assert PredictOptions().worker_kind == "auto"
+    assert PredictOptions().worker_kind == "thread"

@@ -46,6 +46,7 @@ def _config(synth: SyntheticData, out: Path, **overrides: Any) -> TrainConfig:
         "schedule": {"epochs": 2, "warmup_epochs": 0.5},
         "output_dir": str(out),
         "progress": False,
+        "device": "cpu",  # the same results on a GPU machine; CUDA has tests/tagger/test_cuda.py
     }
     for key, value in overrides.items():
         raw[key] = raw.get(key, {}) | value if isinstance(value, dict) else value
@@ -276,7 +277,8 @@ def test_two_process_gloo_ddp_run(data: SyntheticData, tmp_path: Path) -> None:
     cfg_path.write_text(cfg.model_dump_json())
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
-    env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = os.environ | {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [
             sys.executable,
