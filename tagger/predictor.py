@@ -12,9 +12,9 @@ the 8-22 MP album photos): the model step costs ~60-65 core-ms per image (BatchN
 channels-last), the reduced decode of a photo ~24 ms on one core (the JPEG entropy decoding,
 which DCT scaling cannot skip; libjpeg-turbo through Pillow, simplejpeg and OpenCV all measure
 the same). Two decode threads run a window ahead while torch computes on both cores; they
-decode without the GIL and hand over arrays without copies, which measured 3-7% faster than
-worker processes on two cores (and 238 against 210-221 images/s with 15 workers feeding an
-H100). OpenMP threads must sleep rather than spin when idle
+decode without the GIL and hand over arrays without copies: ahead of worker processes in
+every paired run on two cores (+2% to +18%), and with 15 workers feeding an H100 (238 against
+210-221 images/s). OpenMP threads must sleep rather than spin when idle
 (OMP_WAIT_POLICY=PASSIVE, set by the CLI; ONNX Runtime's spinning is switched off likewise),
 or they take the cores the decoders need. With a GPU the model is nearly free and decoding
 is the whole job: then every core but one decodes.
