@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import os
 
-# before torch loads (see tagger.predict.prefer_passive_omp): all runs below share the setting
+# before torch loads, as the `tagger` console script does: all runs below (the plain baseline
+# too) share the settings (tagger.predict.prefer_passive_omp; prefer_heap_reuse below)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
@@ -49,7 +50,7 @@ from tagger.bundle import Bundle, Preprocessing, create_bundle, load_bundle, sav
 from tagger.calibration import calibrate_thresholds
 from tagger.model import ModelConfig, create_model
 from tagger.onnx_export import create_onnx_backend
-from tagger.predict import PredictOptions, write_predictions
+from tagger.predict import PredictOptions, prefer_heap_reuse, write_predictions
 from tagger.predictor import (
     Backend,
     TorchBackend,
@@ -58,6 +59,7 @@ from tagger.predictor import (
     preprocessing_of,
 )
 
+HEAP_REUSE = prefer_heap_reuse()  # glibc keeps freed activations for reuse (see its notes)
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "album_photos"
 BATCH = 16
 SIZE = 224
@@ -198,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{len(photos)} photos x {args.passes} passes = {len(paths)} images; batch {BATCH}; "
         f"{cpus} CPUs; torch threads {torch.get_num_threads()}; device {args.device}"
         f"{' (' + torch.cuda.get_device_name() + ')' if gpu else ''}; "
-        f"default decode workers {workers} ({kind}); plain DataLoader workers {plain_workers}"
+        f"default decode workers {workers} ({kind}); plain DataLoader workers {plain_workers}; "
+        f"heap reuse {HEAP_REUSE}"
     )
     variants: list[dict[str, object]] = []
     if args.variants:

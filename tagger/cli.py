@@ -17,7 +17,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tagger.predict import add_predict_arguments, run_predict_command  # light: no torch
+from tagger.predict import (  # light: no torch
+    add_predict_arguments,
+    prefer_heap_reuse,
+    prefer_passive_omp,
+    run_predict_command,
+)
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
@@ -192,5 +197,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The `tagger` console script: `main` in a process set up for batch work (idle OpenMP
+    threads sleep, freed memory is reused; see `tagger.predict`)."""
+    prefer_passive_omp()
+    prefer_heap_reuse()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()

@@ -12,6 +12,7 @@ The engines live in `tagger.predictor` (one machine) and `tagger.predict_ray` (R
 from __future__ import annotations
 
 import argparse
+import ctypes
 import itertools
 import os
 import sys
@@ -450,6 +451,34 @@ def prefer_passive_omp() -> None:
     if "torch" not in sys.modules:
         for key, value in OMP_ENV.items():
             os.environ.setdefault(key, value)
+
+
+# glibc's malloc: never serve a request by mmap, never give the top of the heap back to the OS
+MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters (malloc.h)
+
+
+def prefer_heap_reuse() -> bool:
+    """At a program's start: keep freed memory in the process for reuse (glibc only).
+
+    By default glibc serves every block above 32 MB with a fresh mmap and unmaps it on free,
+    so each resnet50 batch of 16 at 224 px faults in ~0.5 GB of activations anew: ~6,700 page
+    faults and ~12 ms of kernel time per image, a fifth of the model step on the 2-core
+    machine (the model alone: 33.8 -> 26.2 ms per image with reuse). The cost is that the
+    process keeps its peak memory until it exits, which a batch job does anyway.
+    Returns whether the setting was made; a no-op when the user set MALLOC_* or
+    GLIBC_TUNABLES, or on a C library without mallopt. Program entry points only (the
+    `tagger` console script, `python -m flows.demo`; deployments set `MALLOC_ENV` instead).
+    """
+    if any(key.startswith("MALLOC_") or key == "GLIBC_TUNABLES" for key in os.environ):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    trim = int(MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"])
+    return bool(mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, trim) == 1)
 
 
 def run_predict_command(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from tagger.bundle import Bundle
-from tagger.predict import OMP_ENV, InputItem, PredictOptions, predict
+from tagger.predict import MALLOC_ENV, OMP_ENV, InputItem, PredictOptions, predict
 from tagger.records import PredictionRecord
 
 
@@ -76,7 +76,8 @@ def predict_ray_items(
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=cpus_per_actor,
-            runtime_env={"env_vars": OMP_ENV},  # set before the actor's torch loads
+            # read at the actor's start, before torch (OpenMP) and malloc (glibc) initialise
+            runtime_env={"env_vars": OMP_ENV | MALLOC_ENV},
         )
         for row in dataset.iter_rows():
             yield PredictionRecord.from_dict(json.loads(row["record"]))

@@ -8,8 +8,9 @@ codec, the OOM killer) costs only the image it was decoding. `predict_items` wir
 `tagger.predict.predict` is the public entry point.
 
 Why the defaults (bench/predict_throughput.py: 2 shared cores, resnet50 at 224, batch 16,
-the 8-22 MP album photos): the model step costs ~60-65 core-ms per image (BatchNorm folded,
-channels-last), the reduced decode of a photo ~24 ms on one core (the JPEG entropy decoding,
+the 8-22 MP album photos): the model step costs ~50 core-ms per image (BatchNorm folded,
+channels-last; ~62 when glibc unmaps freed activations, see `tagger.predict.prefer_heap_reuse`
+which the console script applies), the reduced decode of a photo ~24 ms on one core (the JPEG entropy decoding,
 which DCT scaling cannot skip; libjpeg-turbo through Pillow, simplejpeg and OpenCV all measure
 the same). Two decode threads run a window ahead while torch computes on both cores; they
 decode without the GIL and hand over arrays without copies: ahead of worker processes in

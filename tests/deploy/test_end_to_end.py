@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tagger.predict import MALLOC_ENV, OMP_ENV
 from tests.servers import REPO, clean_env, mlflow_server, prefect_server, prefect_worker
 
 POOL = "tagger-e2e"
@@ -99,6 +100,9 @@ def test_deployed_retrain_registers_and_promotes_a_model_that_predict_can_use(
         worker = stack.enter_context(prefect_worker(tmp_path / "worker", env, POOL))
 
         _run(["bash", "deploy/deploy.sh", "--name", "retrain-manual", "--name", "tag-album"], env)
+        for name in ("retrain/retrain-manual", "tag-album/tag-album"):  # the batch-job settings
+            deployment = _api(api_url, f"/deployments/name/{name}")
+            assert deployment["job_variables"]["env"] == OMP_ENV | MALLOC_ENV, deployment
         out = _run(["prefect", "deployment", "run", "retrain/retrain-manual"], env)
         match = re.search(r"UUID: ([0-9a-f-]{36})", out)
         assert match, out
