@@ -17,7 +17,7 @@ is a job of a few hundred photos and start-up is paid once, as in a real job):
 Ratios are medians of same-round ratios, so a busy neighbour slows both sides alike.
 
 Usage: python bench/predict_throughput.py [DATA_DIR] [--passes 10] [--rounds 5] [--variants]
-       [--device cuda]
+       [--device cuda] [--no-heap-reuse]
 Last line: RESULT predict_throughput images_per_s=<n> vs_limit=<x> vs_plain=<x>
 """
 
@@ -59,7 +59,8 @@ from tagger.predictor import (
     preprocessing_of,
 )
 
-HEAP_REUSE = prefer_heap_reuse()  # glibc keeps freed activations for reuse (see its notes)
+# glibc keeps freed activations for reuse (see its notes); --no-heap-reuse: glibc's default
+HEAP_REUSE = "--no-heap-reuse" not in sys.argv and prefer_heap_reuse()
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "album_photos"
 BATCH = 16
 SIZE = 224
@@ -183,6 +184,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
     parser.add_argument("--variants", action="store_true", help="also time worker variants")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument(
+        "--no-heap-reuse", action="store_true", help="leave glibc's malloc at its defaults"
+    )
     args = parser.parse_args(argv)
     images = args.data_dir / "images" if (args.data_dir / "images").is_dir() else args.data_dir
     photos = sorted(p for p in images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
