@@ -7,18 +7,18 @@ bounded window ahead of the model, in input order; a worker process that dies (a
 codec, the OOM killer) costs only the image it was decoding. `predict_items` wires them up;
 `tagger.predict.predict` is the public entry point.
 
-Why the defaults (bench/predict_throughput.py: 2 shared cores, resnet50 at 224, batch 16,
-the 8-22 MP album photos): the model step costs ~50 core-ms per image (BatchNorm folded,
-channels-last; ~62 when glibc unmaps freed activations, see `tagger.predict.prefer_heap_reuse`
-which the console script applies), the reduced decode of a photo ~24 ms on one core (the JPEG entropy decoding,
-which DCT scaling cannot skip; libjpeg-turbo through Pillow, simplejpeg and OpenCV all measure
-the same). Two decode threads run a window ahead while torch computes on both cores; they
-decode without the GIL and hand over arrays without copies: ahead of worker processes in
+Why the defaults (bench/predict_throughput.py: 2 shared cores, resnet50 at 224, batch 16, the
+8-22 MP album photos): the model step costs ~50 core-ms per image (BatchNorm folded, channels-
+last; ~62 when glibc unmaps freed activations, see `tagger.predict.prefer_heap_reuse`, which the
+console script applies), the reduced decode of a photo ~24 ms on one core (the JPEG entropy
+decoding, which DCT scaling cannot skip; libjpeg-turbo through Pillow, simplejpeg and OpenCV all
+measure the same). Two decode threads run a window ahead while torch computes on both cores;
+they decode without the GIL and hand over arrays without copies: ahead of worker processes in
 every paired run on two cores (+2% to +18%), and with 15 workers feeding an H100 (238 against
 210-221 images/s). OpenMP threads must sleep rather than spin when idle
-(OMP_WAIT_POLICY=PASSIVE, set by the CLI; ONNX Runtime's spinning is switched off likewise),
-or they take the cores the decoders need. With a GPU the model is nearly free and decoding
-is the whole job: then every core but one decodes.
+(OMP_WAIT_POLICY=PASSIVE, set by the CLI; ONNX Runtime's spinning is switched off likewise), or
+they take the cores the decoders need. With a GPU the model is nearly free and decoding is the
+whole job: then every core but one decodes.
 """
 
 from __future__ import annotations
