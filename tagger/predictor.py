@@ -12,10 +12,10 @@ Why the defaults (bench/predict_throughput.py: 2 shared cores, resnet50 at 224, 
 last; ~62 when glibc unmaps freed activations, see `tagger.predict.prefer_heap_reuse`, which the
 console script applies), the reduced decode of a photo ~24 ms on one core (the JPEG entropy
 decoding, which DCT scaling cannot skip; libjpeg-turbo through Pillow, simplejpeg and OpenCV all
-measure the same). Two decode threads run a window ahead while torch computes on both cores;
-they decode without the GIL and hand over arrays without copies: ahead of worker processes in
-every paired run on two cores (+2% to +18%), and with 15 workers feeding an H100 (238 against
-210-221 images/s). OpenMP threads must sleep rather than spin when idle
+measure the same). Two decode workers run a window ahead while torch computes on both cores.
+They are processes by default, so that a codec crash costs one image; threads decode without the
+GIL and copy nothing between processes, 2-4% more images/s on two cores (238 against 210-221
+images/s with 15 workers feeding an H100). OpenMP threads must sleep rather than spin when idle
 (OMP_WAIT_POLICY=PASSIVE, set by the CLI; ONNX Runtime's spinning is switched off likewise), or
 they take the cores the decoders need. With a GPU the model is nearly free and decoding is the
 whole job: then every core but one decodes.
@@ -23,6 +23,7 @@ whole job: then every core but one decodes.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import multiprocessing as mp
 import os
@@ -31,7 +32,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 import numpy as np
@@ -40,9 +40,9 @@ from torch import nn
 
 from tagger.bundle import Bundle, Preprocessing
 from tagger.data import normalize_images
-from tagger.images import FitMode, ImageError, load_rgb_square_info
+from tagger.decoding import Decoded, crashed_decode, decode_input
 from tagger.predict import InputItem, PredictOptions, TagSelector, WorkerKind
-from tagger.records import PredictionRecord, RecordError, TagPrediction
+from tagger.records import PredictionRecord, TagPrediction
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -57,51 +57,12 @@ def preprocessing_of(bundle: Bundle) -> Preprocessing:
     return Preprocessing.model_validate(bundle.preprocessing)
 
 
-@dataclass(frozen=True)
-class Decoded:
-    """A decoded input: uint8 `pixels [S, S, 3]` and displayed size, or the error."""
-
-    item: InputItem
-    pixels: np.ndarray | None
-    width: int | None = None
-    height: int | None = None
-    error: RecordError | None = None
-
-
-def decode_input(item: InputItem, *, size: int, fit: FitMode, max_pixels: int) -> Decoded:
-    """Decode one image to the bundle's eval view; never raises (failures become `.error`).
-
-    One open of the file: the header (displayed width/height; cheap refusals: missing, empty,
-    too_large ...), then the pixels at reduced scale, EXIF-oriented, with one resampling step
-    to `size x size` (`tagger.images.load_rgb_square_info`). A record of damaged pixels still
-    has the displayed size when the header was readable.
-    """
-    try:
-        image, info = load_rgb_square_info(item.path, size, fit=fit, max_pixels=max_pixels)
-        pixels = np.asarray(image, dtype=np.uint8)
-    except ImageError as err:
-        width, height = (err.info.width, err.info.height) if err.info else (None, None)
-        return Decoded(item, None, width, height, RecordError(err.code, err.message))
-    except Exception as err:  # a codec bug or MemoryError must cost one image, not the job
-        message = f"{type(err).__name__}: {err}"
-        return Decoded(item, None, error=RecordError("decode_failed", message))
-    if pixels.shape != (size, size, 3):  # internal invariant of load_rgb_square_info
-        raise AssertionError(f"{item.path}: decoded to {pixels.shape}, not {(size, size, 3)}")
-    return Decoded(item, pixels, info.width, info.height)
-
-
 def create_decode_fn(bundle: Bundle, options: PredictOptions) -> Callable[[InputItem], Decoded]:
     """`decode_input` bound to the bundle's eval view: picklable, for worker processes."""
     prep = preprocessing_of(bundle)
     return functools.partial(
         decode_input, size=prep.image_size, fit=prep.resize, max_pixels=options.max_pixels
     )
-
-
-def crashed_decode(item: InputItem) -> Decoded:
-    """The record of an image whose decoder process died (signal, OOM kill)."""
-    message = "the decoder process died on this image (crash or out of memory)"
-    return Decoded(item, None, error=RecordError("decode_failed", message))
 
 
 # ---- backends ---------------------------------------------------------------------------------
@@ -282,11 +243,7 @@ class DecodePool(Generic[T, R]):
             if self.kind == "thread":
                 self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
             else:
-                # fork: workers start in milliseconds and inherit the imported modules; they
-                # only run Pillow/numpy code, never torch, so torch's threads are no hazard
-                methods = mp.get_all_start_methods()
-                context = mp.get_context("fork" if "fork" in methods else None)
-                self._executor = ProcessPoolExecutor(self.workers, mp_context=context)
+                self._executor = ProcessPoolExecutor(self.workers, mp_context=_worker_context())
         return self._executor
 
     def _restart(self) -> None:
@@ -349,6 +306,29 @@ class DecodePool(Generic[T, R]):
                 slot.result = self.on_crash(slot.item)
                 self._restart()
             slot.resolved = True
+
+
+def _worker_context() -> mp.context.BaseContext:
+    """Start method of decode processes: fork where there is one (workers start in
+    milliseconds, and a user's script needs no `if __name__ == "__main__"` guard), else spawn.
+
+    A forked worker shares the model process's memory copy-on-write: every page of the heap
+    that the model process writes after the fork is copied once more. So free heap memory
+    (kept for reuse, see `tagger.predict.prefer_heap_reuse`) is handed back to the OS right
+    before the fork; the model then faults fresh pages in once instead of copying shared ones.
+    """
+    if "fork" in mp.get_all_start_methods():
+        release_free_memory()
+        return mp.get_context("fork")
+    return mp.get_context("spawn")
+
+
+def release_free_memory() -> bool:
+    """glibc `malloc_trim(0)`: give free heap memory back to the OS; False where unavailable."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
 
 
 @contextmanager
