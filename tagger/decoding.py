@@ -54,4 +54,11 @@ def crashed_decode(item: InputItem) -> Decoded:
     return Decoded(item, None, error=RecordError("decode_failed", message))
 
 
-__all__ = ["Decoded", "crashed_decode", "decode_input"]
+def timed_out_decode(item: InputItem, timeout: float | None = None) -> Decoded:
+    """The record of an image whose decoder hung past the decode timeout (its worker killed)."""
+    limit = f" {timeout:g} s" if timeout is not None else ""
+    message = f"decoding took longer than the decode timeout{limit}; its worker was stopped"
+    return Decoded(item, None, error=RecordError("decode_failed", message))
+
+
+__all__ = ["Decoded", "crashed_decode", "decode_input", "timed_out_decode"]

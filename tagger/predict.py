@@ -70,6 +70,9 @@ class PredictOptions(BaseModel):
         on a hostile file, costs that image only, not the job) or "thread" (Pillow decodes
         without the GIL and nothing is copied between processes: 2-4% more images/s on two
         cores, ~8% with 15 workers feeding a GPU; for trusted inputs).
+      decode_timeout: seconds one image may take in a decode process once it is the oldest in
+        flight (a hung codec); then it gets a "decode_failed" record and the workers are
+        restarted (None = wait for ever; threads cannot be stopped, so they never time out).
       threads: intra-op threads of the backend (None = leave torch's setting / all cores).
       backend: "torch", or "onnx" (exported from the bundle, run by ONNX Runtime).
       device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
@@ -87,6 +90,7 @@ class PredictOptions(BaseModel):
     batch_size: int = Field(default=16, ge=1)
     workers: int | None = Field(default=None, ge=0)
     worker_kind: WorkerKind = "process"
+    decode_timeout: float | None = Field(default=120.0, gt=0)
     threads: int | None = Field(default=None, ge=1)
     backend: Backend = "torch"
     device: str = "auto"
@@ -416,6 +420,13 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
         help="decode in processes (a crashing codec costs one image) or threads (a few "
         "percent faster, for trusted inputs)",
     )
+    parser.add_argument(
+        "--decode-timeout",
+        type=float,
+        default=defaults.decode_timeout,
+        help="seconds before a hung image decode is given up (process workers; default "
+        f"{defaults.decode_timeout:g})",
+    )
     parser.add_argument("--threads", type=int, default=None, help="inference threads")
     parser.add_argument("--engine", choices=["local", "ray"], default=defaults.engine)
     parser.add_argument("--ray-actors", type=int, default=None)
@@ -494,6 +505,7 @@ def run_predict_command(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "workers": args.workers,
         "worker_kind": args.worker_kind,
+        "decode_timeout": args.decode_timeout,
         "threads": args.threads,
         "engine": args.engine,
         "ray_actors": args.ray_actors,

@@ -30,6 +30,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Generic, Protocol, TypeVar
@@ -40,7 +41,7 @@ from torch import nn
 
 from tagger.bundle import Bundle, Preprocessing
 from tagger.data import normalize_images
-from tagger.decoding import Decoded, crashed_decode, decode_input
+from tagger.decoding import Decoded, crashed_decode, decode_input, timed_out_decode
 from tagger.predict import InputItem, PredictOptions, TagSelector, WorkerKind
 from tagger.records import PredictionRecord, TagPrediction
 
@@ -205,7 +206,10 @@ class DecodePool(Generic[T, R]):
     At most `window` items are in flight, so memory stays bounded whatever the input length.
     `fn` must not raise. When a worker process dies, the pool is rebuilt and the items that
     were in flight are retried one at a time: the one that kills a worker again gets
-    `on_crash(item)` as its result, the others their normal result. workers=0 runs `fn` inline.
+    `on_crash(item)` as its result, the others their normal result. With processes, an item
+    whose result takes longer than `timeout` seconds once it is the oldest in flight (a hung
+    codec) gets `on_timeout(item)`; its workers are killed and the others retried likewise.
+    Threads cannot be stopped, so they have no timeout. workers=0 runs `fn` inline.
     """
 
     def __init__(
@@ -216,15 +220,22 @@ class DecodePool(Generic[T, R]):
         kind: WorkerKind = "process",
         window: int = 32,
         on_crash: Callable[[T], R],
+        timeout: float | None = None,
+        on_timeout: Callable[[T], R] | None = None,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout}")
         self.fn = fn
         self.workers = workers
         self.kind = kind
         self.window = window
         self.on_crash = on_crash
+        self.on_timeout = on_timeout or on_crash
+        self.timeout = timeout if kind == "process" else None
         self.crashes = 0
+        self.timeouts = 0
         self._executor: Executor | None = None
 
     def __enter__(self) -> DecodePool[T, R]:
@@ -275,8 +286,11 @@ class DecodePool(Generic[T, R]):
                 try:
                     if head.future is None:  # submitted while the pool was broken
                         raise BrokenProcessPool("pool broken before submission")
-                    head.result, head.resolved = head.future.result(), True
+                    head.result, head.resolved = head.future.result(self.timeout), True
                 except BrokenProcessPool:
+                    self._recover(slots)
+                except FuturesTimeoutError:
+                    self._give_up(head)
                     self._recover(slots)
             slots.popleft()
             self._fill(source, slots)  # keep the workers busy while the caller uses the result
@@ -301,11 +315,25 @@ class DecodePool(Generic[T, R]):
             if slot.resolved:
                 continue
             try:
-                slot.result = self._start().submit(self.fn, slot.item).result()
+                slot.result = self._start().submit(self.fn, slot.item).result(self.timeout)
             except BrokenProcessPool:
                 slot.result = self.on_crash(slot.item)
                 self._restart()
+            except FuturesTimeoutError:
+                self._give_up(slot)
+                self._restart()
             slot.resolved = True
+
+    def _give_up(self, slot: _Slot[T, R]) -> None:
+        """`slot`'s item hangs: it gets `on_timeout`; the workers are killed (the pool breaks,
+        so `_recover` or the next submission starts a new one)."""
+        self.timeouts += 1
+        slot.result, slot.resolved = self.on_timeout(slot.item), True
+        executor = self._executor
+        if isinstance(executor, ProcessPoolExecutor):
+            # CPython keeps its workers in `_processes` (3.14 adds kill_workers() for this)
+            for process in list(getattr(executor, "_processes", {}).values()):
+                process.kill()
 
 
 def _worker_context() -> mp.context.BaseContext:
@@ -361,6 +389,8 @@ def predict_items(
         kind=options.worker_kind,
         window=2 * options.batch_size + workers,
         on_crash=crashed_decode,
+        timeout=options.decode_timeout,
+        on_timeout=functools.partial(timed_out_decode, timeout=options.decode_timeout),
     )
     with torch_threads(options.threads), pool:
         decoded = pool.map(items)

@@ -7,6 +7,7 @@ import importlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -500,3 +501,47 @@ def test_heap_reuse_stops_faulting_in_freed_memory_again() -> None:
     applied, faults = probe(MALLOC_ARENA_MAX="2")  # the user tunes malloc: left alone
     assert applied == "False"
     assert faults > 90_000  # glibc's default: a fresh mmap per block, every page faulted in
+
+
+# ---- hung decoders ----------------------------------------------------------------------------
+
+
+def _hang_on_hang(item: str) -> str:
+    if item == "hang":
+        time.sleep(3600)  # a codec stuck in a loop
+    return item.upper()
+
+
+def _hanging_decode(item: InputItem, **kwargs: object) -> Decoded:
+    if Path(item.path).name == "hang.png":
+        time.sleep(3600)
+    return decode_input(item, **kwargs)  # type: ignore[arg-type]
+
+
+def test_pool_gives_up_on_a_hung_item_and_goes_on() -> None:
+    items = ["a", "b", "hang", "c", "d", "e"]
+    pool = DecodePool(
+        _hang_on_hang, workers=2, window=3, on_crash=lambda i: f"crashed:{i}", timeout=1.0,
+        on_timeout=lambda i: f"timeout:{i}",
+    )  # fmt: skip
+    start = time.perf_counter()
+    with pool:
+        assert list(pool.map(items)) == ["A", "B", "timeout:hang", "C", "D", "E"]
+    assert pool.timeouts == 1
+    assert time.perf_counter() - start < 30  # not the hour the codec would take
+
+
+def test_predict_records_a_hung_decode_and_finishes(
+    bundle: Bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = write_images(tmp_path, n=4)
+    (tmp_path / "hang.png").write_bytes(paths[0].read_bytes())
+    paths.insert(1, tmp_path / "hang.png")
+    monkeypatch.setattr(predictor_module, "decode_input", _hanging_decode)
+    records = list(predict(paths, bundle, batch_size=2, workers=2, decode_timeout=1.0))
+    assert [Path(r.path).name for r in records] == [p.name for p in paths]
+    assert records[1].error is not None and records[1].error.code == "decode_failed"
+    assert "decode timeout 1 s" in records[1].error.message
+    assert all(r.error is None for i, r in enumerate(records) if i != 1)
+    with pytest.raises(ValueError, match="decode_timeout"):
+        PredictOptions(decode_timeout=0)
