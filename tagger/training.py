@@ -644,10 +644,14 @@ class Trainer:
         if self.cfg.grad_clip_norm is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip_norm)
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        # fp16: a step with inf/NaN gradients is skipped and the scale lowered; the schedule
+        # waits for it (and torch's "scheduler before optimizer" warning has no cause)
+        if not self.scaler.is_enabled() or self.scaler.get_scale() >= scale:
+            self.scheduler.step()
         self.step += 1
         if self.ema is not None:
             self.ema.update(self.model, step=self.step)
