@@ -59,8 +59,6 @@ from tagger.predictor import (
     preprocessing_of,
 )
 
-# glibc keeps freed activations for reuse (see its notes); --no-heap-reuse: glibc's default
-HEAP_REUSE = "--no-heap-reuse" not in sys.argv and prefer_heap_reuse()
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "album_photos"
 BATCH = 16
 SIZE = 224
@@ -188,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
         "--no-heap-reuse", action="store_true", help="leave glibc's malloc at its defaults"
     )
     args = parser.parse_args(argv)
+    # glibc keeps freed activations for reuse, as the `tagger` console script makes it do
+    heap_reuse = not args.no_heap_reuse and prefer_heap_reuse()
     images = args.data_dir / "images" if (args.data_dir / "images").is_dir() else args.data_dir
     photos = sorted(p for p in images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
     if not photos:
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{cpus} CPUs; torch threads {torch.get_num_threads()}; device {args.device}"
         f"{' (' + torch.cuda.get_device_name() + ')' if gpu else ''}; "
         f"default decode workers {workers} ({kind}); plain DataLoader workers {plain_workers}; "
-        f"heap reuse {HEAP_REUSE}"
+        f"heap reuse {heap_reuse}"
     )
     variants: list[dict[str, object]] = []
     if args.variants:

@@ -1,7 +1,7 @@
 """Decoding one input for prediction: the work of a decode worker (thread or process).
 
-Kept free of torch, so a worker process started fresh (forkserver, spawn) imports only Pillow
-and numpy: it starts in a fraction of a second and shares no memory with the model process.
+Kept free of torch, so a worker process started with spawn (where there is no fork) imports
+only Pillow and numpy and starts in a fraction of a second.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import itertools
 import os
 import sys
@@ -482,15 +483,27 @@ def prefer_heap_reuse() -> bool:
     GLIBC_TUNABLES, or on a C library without mallopt. Program entry points only (the
     `tagger` console script, `python -m flows.demo`; deployments set `MALLOC_ENV` instead).
     """
-    if any(key.startswith("MALLOC_") or key == "GLIBC_TUNABLES" for key in os.environ):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    libc = _glibc()
+    if libc is None or any(k.startswith("MALLOC_") or k == "GLIBC_TUNABLES" for k in os.environ):
         return False
     trim = int(MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"])
-    return bool(mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, trim) == 1)
+    return bool(libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, trim) == 1)
+
+
+def release_free_memory() -> bool:
+    """glibc `malloc_trim(0)`: give free heap memory back to the OS; False where unavailable."""
+    libc = _glibc()
+    return libc is not None and bool(libc.malloc_trim(0))
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (has mallopt and malloc_trim), else None."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
 def run_predict_command(args: argparse.Namespace) -> int:

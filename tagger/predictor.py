@@ -23,7 +23,6 @@ whole job: then every core but one decodes.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import multiprocessing as mp
 import os
@@ -42,7 +41,13 @@ from torch import nn
 from tagger.bundle import Bundle, Preprocessing
 from tagger.data import normalize_images
 from tagger.decoding import Decoded, crashed_decode, decode_input, timed_out_decode
-from tagger.predict import InputItem, PredictOptions, TagSelector, WorkerKind
+from tagger.predict import (
+    InputItem,
+    PredictOptions,
+    TagSelector,
+    WorkerKind,
+    release_free_memory,
+)
 from tagger.records import PredictionRecord, TagPrediction
 
 T = TypeVar("T")
@@ -349,14 +354,6 @@ def _worker_context() -> mp.context.BaseContext:
         release_free_memory()
         return mp.get_context("fork")
     return mp.get_context("spawn")
-
-
-def release_free_memory() -> bool:
-    """glibc `malloc_trim(0)`: give free heap memory back to the OS; False where unavailable."""
-    try:
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
 
 
 @contextmanager

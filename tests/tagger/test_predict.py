@@ -294,12 +294,18 @@ def test_predict_streams_with_bounded_lookahead(bundle: Bundle, tmp_path: Path) 
     records.close()
 
 
+def _images_with_copy(folder: Path, name: str, at: int) -> list[Path]:
+    """Four test images and a valid copy of the first named `name`, inserted at `at`."""
+    paths = write_images(folder, n=4)
+    (folder / name).write_bytes(paths[0].read_bytes())
+    paths.insert(at, folder / name)
+    return paths
+
+
 def test_predict_survives_a_decoder_crash(
     bundle: Bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    paths = write_images(tmp_path, n=4)
-    (tmp_path / "boom.png").write_bytes(paths[0].read_bytes())
-    paths.insert(2, tmp_path / "boom.png")
+    paths = _images_with_copy(tmp_path, "boom.png", at=2)
     monkeypatch.setattr(predictor_module, "decode_input", _crashing_decode)
     records = list(predict(paths, bundle, batch_size=2, workers=2, worker_kind="process"))
     assert [Path(r.path).name for r in records] == [p.name for p in paths]
@@ -534,9 +540,7 @@ def test_pool_gives_up_on_a_hung_item_and_goes_on() -> None:
 def test_predict_records_a_hung_decode_and_finishes(
     bundle: Bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    paths = write_images(tmp_path, n=4)
-    (tmp_path / "hang.png").write_bytes(paths[0].read_bytes())
-    paths.insert(1, tmp_path / "hang.png")
+    paths = _images_with_copy(tmp_path, "hang.png", at=1)
     monkeypatch.setattr(predictor_module, "decode_input", _hanging_decode)
     records = list(predict(paths, bundle, batch_size=2, workers=2, decode_timeout=1.0))
     assert [Path(r.path).name for r in records] == [p.name for p in paths]
