@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from tagger.sampling import compute_repeat_factors
-from tagger.training import (
+from tagger.train.sampling import compute_repeat_factors
+from tagger.train.training import (
     TrainConfig,
     load_train_config,
     load_training_inputs,

@@ -7,9 +7,10 @@ and an Open Images mapping for the MIDs (3% unmapped, 5% partial two-tag entries
 
 Then, each in a fresh subprocess (peak memory = that process's ru_maxrss, imports included):
 
-- ours: `tagger.readers.read_openimages` (pyarrow CSV, categoricals) -> `tagger.assembly.assemble`
-  (hashing off: the images do not exist) -> the manifest table (tags with ancestors, known mask,
-  provenance); then, timed separately, stratified folds and the Parquet write.
+- ours: `tagger.data.readers.read_openimages` (pyarrow CSV, categoricals) ->
+  `tagger.data.assembly.assemble` (hashing off: the images do not exist) -> the manifest table (tags
+  with ancestors, known mask, provenance); then, timed separately, stratified folds and the Parquet
+  write.
 - pandas: the straightforward way: `pd.read_csv`, `merge` with the mapping, with an
   ancestor/descendant table, `groupby(ImageID).agg(set)`, and per-image set arithmetic for
   known = positives + (negatives - positives).
@@ -156,10 +157,10 @@ class _Clock:
 def run_ours(csv: Path, tax_path: Path, map_path: Path, out: Path) -> dict[str, float]:
     from label_system.mapping import load_mapping
     from label_system.taxonomy import load_taxonomy
-    from tagger.assembly import assemble, with_folds
-    from tagger.folds import assign_folds, stratification_matrix
-    from tagger.manifest import write_manifest
-    from tagger.readers import read_openimages
+    from tagger.data.assembly import assemble, with_folds
+    from tagger.data.folds import assign_folds, stratification_matrix
+    from tagger.data.manifest import write_manifest
+    from tagger.data.readers import read_openimages
 
     taxonomy = load_taxonomy(tax_path)
     mapping = load_mapping(map_path, taxonomy)

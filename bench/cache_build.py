@@ -3,7 +3,7 @@
 Both methods run in this process, through the same `build_cache` (same worker pool, same JPEG
 writer, a fresh temporary cache folder per run); only the decoder differs:
 
-- reduced: `tagger.images.load_rgb` (JPEG DCT scaling to >= size, EXIF, one bicubic resize);
+- reduced: `tagger.data.images.load_rgb` (JPEG DCT scaling to >= size, EXIF, one bicubic resize);
 - full: `Image.open(p).convert("RGB")`, `ImageOps.exif_transpose`, then the same resize.
 
 Each image is listed `--copies` times under distinct cache keys, so the pool's start-up is
@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from tagger.cache import build_cache, cache_path
-from tagger.images import hash_file, load_rgb, probe_image, resize_shorter
+from tagger.data.cache import build_cache, cache_path
+from tagger.data.images import hash_file, load_rgb, probe_image, resize_shorter
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "album_photos"
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".heic"}

@@ -29,7 +29,7 @@ import tracemalloc
 import numpy as np
 
 from label_system.taxonomy import Taxonomy
-from tagger.calibration import (
+from tagger.calibrate.thresholds import (
     CalibrationConfig,
     PolicyOverride,
     calibrate_tag_reference,

@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tagger.calibration import (
+from tagger.calibrate.thresholds import (
     CalibrationConfig,
     calibrate_from_folds,
     check_thresholds,
     summarize_check,
 )
-from tagger.evaluation import predict_manifest
-from tagger.manifest import targets_from_manifest
-from tagger.training import load_train_config, load_training_inputs, merge_nested, train
+from tagger.data.manifest import targets_from_manifest
+from tagger.train.predictions import predict_manifest
+from tagger.train.training import load_train_config, load_training_inputs, merge_nested, train
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ is a job of a few hundred photos and start-up is paid once, as in a real job):
 - plain: full decode (`Image.open().convert("RGB")`), torchvision Resize + CenterCrop +
   ToTensor + Normalize, a standard DataLoader (2 workers on CPU, all cores but one with
   --device cuda), `model(x)` under no_grad;
-- ours: `tagger.predict.write_predictions` to a JSONL file (records, tags, fsync included),
+- ours: `tagger.inference.api.write_predictions` to a JSONL file (records, tags, fsync included),
   with the default options; start-up (bundle to first record) and CPU use are reported;
 - the same with the ONNX Runtime backend (CPU only; its export is cached, as in real jobs).
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 
 # before torch loads, as the `tagger` console script does: all runs below (the plain baseline
-# too) share the settings (tagger.predict.prefer_passive_omp; prefer_heap_reuse below)
+# too) share the settings (tagger.inference.runtime.prefer_passive_omp; prefer_heap_reuse below)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
@@ -46,18 +46,21 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from label_system.taxonomy import Taxonomy
-from tagger.bundle import Bundle, Preprocessing, create_bundle, load_bundle, save_bundle
-from tagger.calibration import calibrate_thresholds
-from tagger.model import ModelConfig, create_model
-from tagger.onnx_export import create_onnx_backend
-from tagger.predict import PredictOptions, prefer_heap_reuse, write_predictions
-from tagger.predictor import (
+from tagger.bundle.model_bundle import Bundle, Preprocessing, create_bundle, save_bundle
+from tagger.bundle.resolve import load_bundle
+from tagger.calibrate.thresholds import calibrate_thresholds
+from tagger.inference.api import write_predictions
+from tagger.inference.engine import (
     Backend,
     TorchBackend,
     available_cpus,
     default_workers,
     preprocessing_of,
 )
+from tagger.inference.onnx_export import create_onnx_backend
+from tagger.inference.options import PredictOptions
+from tagger.inference.runtime import prefer_heap_reuse
+from tagger.train.model import ModelConfig, create_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "album_photos"
 BATCH = 16

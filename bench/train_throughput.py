@@ -35,8 +35,8 @@ import torch
 from PIL import Image
 
 from label_system.taxonomy import Taxonomy
-from tagger.cache import cache_path
-from tagger.training import DistContext, SplitData, TrainConfig, Trainer
+from tagger.data.cache import cache_path
+from tagger.train.training import DistContext, SplitData, TrainConfig, Trainer
 
 
 def write_cache(cache_dir: Path, n: int, size: int, num_tags: int, seed: int = 0) -> SplitData:

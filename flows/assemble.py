@@ -2,7 +2,7 @@
 
     python -m flows.assemble flows/configs/shared_data.yaml --output-dir /tmp/assembled
 
-The same steps as `tagger assemble` (`tagger.assembly_job.run_assembly`), one task each, so a
+The same steps as `tagger assemble` (`tagger.data.assembly_job.run_assembly`), one task each, so a
 run shows which source or stage failed and how long each took. No retries: every step reads
 local files, nothing fails transiently.
 """
@@ -19,8 +19,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from label_system.taxonomy import Taxonomy
-from tagger.assembly import AssemblyResult, SourceOverride
-from tagger.assembly_job import (
+from tagger.data.assembly import AssemblyResult, SourceOverride
+from tagger.data.assembly_job import (
     AssemblyConfig,
     AssemblyOutputs,
     SourceConfig,
@@ -33,7 +33,7 @@ from tagger.assembly_job import (
     read_source,
     write_outputs,
 )
-from tagger.sources import Problem, SourceTable
+from tagger.data.sources import Problem, SourceTable
 
 
 @task(name="load-config", cache_policy=NO_CACHE)

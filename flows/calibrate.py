@@ -2,9 +2,9 @@
 
     python -m flows.calibrate JOB.yaml [--check-folds 2] [--tracking-uri http://127.0.0.1:5000]
 
-The steps of `tagger calibrate` (`tagger.calibrate_job`), one task each, then one MLflow run
+The steps of `tagger calibrate` (`tagger.calibrate.job`), one task each, then one MLflow run
 with the per-tag table (`log_table`), the plots, the thresholds file and the dataset hash
-(`tagger.registry.log_review`). No retries: every step reads local files; the MLflow task
+(`tagger.bundle.registry.log_review`). No retries: every step reads local files; the MLflow task
 retries once (a server may be briefly unreachable).
 """
 
@@ -18,7 +18,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.tracking import TrackingConfig, ensure_experiment, mlflow_uris, resolve_tracking
-from tagger.calibrate_job import (
+from tagger.calibrate.job import (
     CalibrateInputs,
     CalibrateJobConfig,
     CalibrateOutputs,
@@ -29,7 +29,7 @@ from tagger.calibrate_job import (
     load_calibrate_job_config,
     write_calibrate_outputs,
 )
-from tagger.calibration import Calibration
+from tagger.calibrate.thresholds import Calibration
 
 EXPERIMENT = "tagger-calibrate"
 
@@ -73,7 +73,7 @@ def log_task(
     """One MLflow run with the review material; returns its run id."""
     from mlflow import MlflowClient
 
-    from tagger.registry import log_review
+    from tagger.bundle.registry import log_review
 
     where = resolve_tracking(tracking, Path(work_dir))
     with mlflow_uris(where.tracking_uri):

@@ -24,10 +24,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flows.tracking import TrackingConfig
-from tagger.assembly_job import AssemblyConfig
-from tagger.calibration import CalibrationConfig
-from tagger.demo import DemoConfig
-from tagger.training import TrainConfig, resolve_paths
+from tagger.calibrate.thresholds import CalibrationConfig
+from tagger.data.assembly_job import AssemblyConfig
+from tagger.data.demo import DemoConfig
+from tagger.train.training import TrainConfig, resolve_paths
 
 
 class RetrainConfigError(ValueError):
@@ -181,7 +181,7 @@ def parse_retrain_config(data: object, file: str | Path = "<memory>") -> Retrain
     except ValidationError as error:
         raise RetrainConfigError(_format_errors(error, str(file))) from None
     if isinstance(config.assemble, Path):
-        from tagger.assembly_job import load_assembly_config
+        from tagger.data.assembly_job import load_assembly_config
 
         try:
             assembly = load_assembly_config(config.assemble)

@@ -15,13 +15,14 @@ import numpy as np
 import pandas as pd
 
 from label_system.taxonomy import Taxonomy, load_default_taxonomy, load_taxonomy
-from tagger.bundle import Bundle, create_bundle
-from tagger.calibration import read_thresholds
-from tagger.checkpoint import read_checkpoint_meta, read_checkpoint_weights
-from tagger.evaluation import EvalData, Predictions, predict_manifest, write_predictions
-from tagger.images import hash_file
-from tagger.manifest import read_manifest
-from tagger.model import ModelConfig, create_model
+from tagger.bundle.model_bundle import Bundle, create_bundle
+from tagger.calibrate.evaluation import EvalData
+from tagger.calibrate.thresholds import read_thresholds
+from tagger.data.images import hash_file
+from tagger.data.manifest import read_manifest
+from tagger.train.checkpoint import read_checkpoint_meta, read_checkpoint_weights
+from tagger.train.model import ModelConfig, create_model
+from tagger.train.predictions import Predictions, predict_manifest, write_predictions
 
 EVAL_BATCH = 32
 

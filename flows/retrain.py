@@ -27,106 +27,26 @@ import yaml
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict
 
 from flows.caching import persisted, stage_dir
 from flows.config import RetrainConfig, load_retrain_config, with_overrides
+from flows.stages import (
+    Assembled,
+    Calibrated,
+    Promotion,
+    Registered,
+    RetrainSummary,
+    Trained,
+)
+from flows.summary import headline_metrics, mlflow_ui_hint, summary_markdown
 from flows.tracking import Tracking, ensure_experiment, mlflow_uris, resolve_tracking
-from tagger.assembly_job import AssemblyConfig, load_assembly_config, run_assembly
-from tagger.calibration import CalibrationConfig
-from tagger.demo import DemoConfig
-from tagger.training import TrainConfig
+from tagger.calibrate.thresholds import CalibrationConfig
+from tagger.data.assembly_job import AssemblyConfig, load_assembly_config, run_assembly
+from tagger.data.demo import DemoConfig
+from tagger.train.training import TrainConfig
 
 DEFAULT_CONFIG = str(Path(__file__).with_name("configs") / "retrain_demo.yaml")
 RETRY_DELAYS: list[float] = [2, 10, 30]  # seconds; registry and tracking calls only
-
-
-# ---- what stages hand each other (paths and figures, never data) -----------------------------
-
-
-class Assembled(BaseModel):
-    """The assembled data set: manifest, resized-image cache, report."""
-
-    model_config = ConfigDict(frozen=True)
-
-    manifest: Path
-    cache_dir: Path
-    cache_size: int
-    taxonomy: Path | None  # None: the shipped album taxonomy
-    report: Path
-    problems: Path
-    images: int
-    problem_count: int
-
-
-class Trained(BaseModel):
-    """A training run: its MLflow run and best checkpoint."""
-
-    model_config = ConfigDict(frozen=True)
-
-    run_id: str
-    experiment_id: str
-    checkpoint: Path
-    best_val_map: float | None
-    epochs: int
-
-
-class Calibrated(BaseModel):
-    """Thresholds chosen on the held-out fold, with the report, plots and summary figures."""
-
-    model_config = ConfigDict(frozen=True)
-
-    predictions: Path
-    thresholds: Path
-    report: Path
-    plots: dict[str, Path]
-    summary: dict[str, Any]
-
-
-class Registered(BaseModel):
-    """The registered model version (alias @candidate)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    version: str
-    model_uri: str
-    run_id: str
-
-
-class Promotion(BaseModel):
-    """The promotion decision as written on the model version."""
-
-    model_config = ConfigDict(frozen=True)
-
-    promoted: bool
-    reason: str
-    champion_version: str | None  # @champion after this run
-    compared_with: str | None  # the champion it was compared with
-    candidate: dict[str, float] | None
-    champion: dict[str, float] | None
-
-
-class RetrainSummary(BaseModel):
-    """What a retrain run did and where to look."""
-
-    model_config = ConfigDict(frozen=True)
-
-    work_dir: Path
-    tracking_uri: str
-    experiment: str
-    manifest: Path
-    images: int
-    run_id: str
-    bundle: Path
-    model_name: str
-    version: str
-    promoted: bool
-    reason: str
-    champion_version: str | None
-    metrics: dict[str, float]
-    mlflow_ui: str
-    markdown: str
 
 
 # ---- stages -----------------------------------------------------------------------------------
@@ -144,7 +64,7 @@ def load_config(config: RetrainConfig | str, overrides: dict[str, Any] | None) -
 def generate_demo_data(demo: DemoConfig, work_dir: Path) -> Path:
     """Draw the demo sources (COCO, VOC, Open Images, keywords, internal CSV) into the work
     folder; returns the assembly config YAML written beside them."""
-    from tagger.demo import write_demo_data
+    from tagger.data.demo import write_demo_data
 
     out = stage_dir(work_dir, "demo-data", demo=demo)
     return write_demo_data(out, demo).config
@@ -215,8 +135,8 @@ def train_tagger(
     """Train on the manifest's training folds; params, per-epoch metrics and the manifest hash
     go to a new MLflow run (the run every later stage logs into)."""
     from flows.train import TrainInputs, log_train_result, start_mlflow_run, train_model
-    from tagger.images import hash_file
-    from tagger.training import load_training_inputs
+    from tagger.data.images import hash_file
+    from tagger.train.training import load_training_inputs
 
     out = stage_dir(work_dir, "train", config=config, data=data, tracking=tracking)
     cfg = training_config(config, data, out)
@@ -246,7 +166,7 @@ def calibrate_thresholds(
     """Score the held-out fold with the best checkpoint, then choose per-tag thresholds on it
     (report, plots, summary); the model never saw these images."""
     from flows.heldout import write_heldout_predictions
-    from tagger.calibrate_job import CalibrateJobConfig, run_calibrate_job
+    from tagger.calibrate.job import CalibrateJobConfig, run_calibrate_job
 
     out = stage_dir(
         work_dir, "calibrate", config=config, checkpoint=checkpoint, data=data, val_fold=val_fold
@@ -279,7 +199,7 @@ def package_bundle(
 ) -> Path:
     """The model bundle: weights, taxonomy snapshot, preprocessing, thresholds, metrics."""
     from flows.heldout import build_bundle
-    from tagger.bundle import save_bundle
+    from tagger.bundle.model_bundle import save_bundle
 
     out = stage_dir(work_dir, "bundle", checkpoint=checkpoint, calibration=calibration, data=data)
     bundle = build_bundle(
@@ -292,11 +212,6 @@ def package_bundle(
     return save_bundle(bundle, out / "bundle")
 
 
-def headline_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """The float figures of a calibration summary (NaN dropped), for MLflow and the artifact."""
-    return {k: float(v) for k, v in summary.items() if isinstance(v, float) and not math.isnan(v)}
-
-
 @task(name="evaluate", retries=3, retry_delay_seconds=RETRY_DELAYS)
 def log_evaluation(
     calibration: Calibrated, trained: Trained, data: Assembled, tracking: Tracking
@@ -306,8 +221,8 @@ def log_evaluation(
     import pandas as pd
     from mlflow import MlflowClient
 
-    from tagger.images import hash_file
-    from tagger.registry import log_review
+    from tagger.bundle.registry import log_review
+    from tagger.data.images import hash_file
 
     metrics = headline_metrics(calibration.summary)
     if trained.best_val_map is not None:
@@ -335,7 +250,7 @@ def register_bundle(bundle: Path, trained: Trained, tracking: Tracking) -> Regis
     """Log the bundle as an MLflow model in the training run, register it, alias @candidate."""
     from mlflow import MlflowClient
 
-    from tagger.registry import log_bundle
+    from tagger.bundle.registry import log_bundle
 
     with mlflow_uris(tracking.tracking_uri):
         registered = log_bundle(
@@ -361,7 +276,7 @@ def promote_candidate(
     from mlflow import MlflowClient
 
     from flows.heldout import heldout_eval
-    from tagger.registry import champion_version, promote
+    from tagger.bundle.registry import champion_version, promote
 
     data_eval, predict_fn = heldout_eval(data.manifest, data.cache_dir, data.taxonomy, val_fold)
     client = MlflowClient(tracking.tracking_uri)
@@ -391,7 +306,7 @@ def skip_promotion(registered: Registered, tracking: Tracking) -> Promotion:
     """Promotion switched off in the config: the new version stays @candidate."""
     from mlflow import MlflowClient
 
-    from tagger.registry import champion_version
+    from tagger.bundle.registry import champion_version
 
     champion = champion_version(registered.name, MlflowClient(tracking.tracking_uri))
     return Promotion(
@@ -441,60 +356,6 @@ def publish_summary(
         description=f"retrain: {registered.name} v{registered.version}",
     )
     return summary.model_copy(update={"markdown": markdown})
-
-
-def mlflow_ui_hint(tracking: Tracking) -> str:
-    """How to open the MLflow UI on this store."""
-    if tracking.tracking_uri.startswith(("http://", "https://")):
-        return tracking.tracking_uri
-    return f"mlflow ui --backend-store-uri {tracking.tracking_uri} --port 5000"
-
-
-def summary_markdown(
-    summary: RetrainSummary,
-    data: Assembled,
-    trained: Trained,
-    promotion: Promotion,
-    config: RetrainConfig,
-) -> str:
-    """The retrain artifact: data in, headline metrics, promotion decision, where to look."""
-    source = "demo data set (generated)" if config.demo is not None else "assembly config"
-    metrics = "".join(f"| {k} | {v:.4f} |\n" for k, v in sorted(summary.metrics.items()))
-    compare = ""
-    if promotion.candidate is not None:
-        rows = [
-            f"| {k} | {v:.4f} | "
-            f"{'' if promotion.champion is None else f'{promotion.champion[k]:.4f}'} |"
-            for k, v in promotion.candidate.items()
-        ]
-        compare = "\n| figure | candidate | champion |\n|---|---|---|\n" + "\n".join(rows) + "\n"
-    base = summary.tracking_uri.rstrip("/")
-    links = ""
-    if base.startswith(("http://", "https://")):
-        links = (
-            f"- run: {base}/#/experiments/{trained.experiment_id}/runs/{summary.run_id}\n"
-            f"- model: {base}/#/models/{summary.model_name}/versions/{summary.version}\n"
-        )
-    decision = "**promoted to @champion**" if promotion.promoted else "**not promoted**"
-    return (
-        f"# retrain: {summary.model_name} v{summary.version}\n\n"
-        f"## Data\n- source: {source}\n- manifest: `{data.manifest}` ({data.images} images, "
-        f"{data.problem_count} problems reported in `{data.problems}`)\n"
-        f"- dataset report: `{data.report}`\n\n"
-        f"## Training\n- epochs: {trained.epochs}; best validation mAP: "
-        f"{'n/a' if trained.best_val_map is None else f'{trained.best_val_map:.4f}'}\n\n"
-        f"## Headline metrics (held-out fold {config.train.data.val_fold})\n"
-        f"| metric | value |\n|---|---|\n{metrics}\n"
-        f"## Promotion\n{decision}: {promotion.reason}\n"
-        f"- compared with: {promotion.compared_with or 'no champion'}; @champion is now "
-        f"v{promotion.champion_version}\n{compare}\n"
-        f"## Where to look\n- MLflow: `{summary.tracking_uri}`, experiment "
-        f"`{summary.experiment}`, run `{summary.run_id}`\n"
-        f"- model: `models:/{summary.model_name}/{summary.version}` "
-        f"(`models:/{summary.model_name}@champion` -> v{promotion.champion_version})\n"
-        f"- MLflow UI: `{summary.mlflow_ui}`\n{links}"
-        f"- bundle: `{summary.bundle}`\n"
-    )
 
 
 # ---- the recipe -------------------------------------------------------------------------------

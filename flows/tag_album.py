@@ -20,9 +20,10 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.tracking import mlflow_uris
-from tagger.bundle import URI_SCHEMES
-from tagger.predict import DEFAULT_MODEL, PredictOptions, write_predictions
-from tagger.records import read_records
+from tagger.bundle.model_bundle import URI_SCHEMES
+from tagger.inference.api import write_predictions
+from tagger.inference.options import DEFAULT_MODEL, PredictOptions
+from tagger.inference.records import read_records
 
 TOP_TAGS = 15
 RETRY_DELAYS: list[float] = [2, 10, 30]  # seconds; the MLflow download only
@@ -83,7 +84,7 @@ def resolve_model(model: str, tracking_uri: str | None, model_cache: str | None)
             f"model {model!r} is an MLflow URI: set tracking_uri (e.g. "
             "http://127.0.0.1:5000 or sqlite:///work/demo/mlflow.db)"
         )
-    from tagger.registry import resolve_bundle
+    from tagger.bundle.registry import resolve_bundle
 
     cache = Path(model_cache).expanduser() if model_cache else None
     # MLflow resolves `models:/` through its process-wide registry URI even when one is passed

@@ -25,8 +25,8 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from label_system.taxonomy import Taxonomy
-from tagger.images import hash_file
-from tagger.training import (
+from tagger.data.images import hash_file
+from tagger.train.training import (
     Callback,
     TrainConfig,
     TrainResult,

@@ -17,12 +17,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tagger.predict import (  # light: no torch
-    add_predict_arguments,
-    prefer_heap_reuse,
-    prefer_passive_omp,
-    run_predict_command,
-)
+from tagger.inference.command import add_predict_arguments, run_predict_command  # no torch
+from tagger.inference.runtime import prefer_heap_reuse, prefer_passive_omp
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
@@ -44,7 +40,7 @@ def add_assemble_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_assemble(args: argparse.Namespace) -> int:
     """Read the sources of a config, assemble, cache, fold, write manifest + report."""
-    from tagger.assembly_job import load_assembly_config, run_assembly
+    from tagger.data.assembly_job import load_assembly_config, run_assembly
 
     config = load_assembly_config(
         args.config, output_dir=_absolute(args.output_dir), data_root=_absolute(args.data_root)
@@ -72,7 +68,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_demo_data(args: argparse.Namespace) -> int:
     """Draw the demo data set and write its assembly config."""
-    from tagger.demo import DemoConfig, write_demo_data
+    from tagger.data.demo import DemoConfig, write_demo_data
 
     data = write_demo_data(args.out_dir, DemoConfig(seed=args.seed, size=args.size))
     print(f"{len(data.scenes)} demo images in {data.root}")
@@ -84,7 +80,7 @@ def run_demo_data(args: argparse.Namespace) -> int:
 
 
 def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", nargs="?", help="calibrate job YAML (tagger.calibrate_job)")
+    parser.add_argument("config", nargs="?", help="calibrate job YAML (tagger.calibrate.job)")
     parser.add_argument("--predictions", help="held-out predictions Parquet")
     parser.add_argument("--manifest", help="manifest Parquet")
     parser.add_argument("--taxonomy", help="taxonomy YAML (default: the shipped one)")
@@ -105,7 +101,7 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     """Per-tag thresholds from held-out predictions; writes thresholds file + report."""
-    from tagger.calibrate_job import load_calibrate_job_config, run_calibrate_job
+    from tagger.calibrate.job import load_calibrate_job_config, run_calibrate_job
 
     overrides = {
         "predictions": _absolute(args.predictions), "manifest": _absolute(args.manifest),
@@ -126,7 +122,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="training config YAML (tagger.training.TrainConfig)")
+    parser.add_argument("config", help="training config YAML (tagger.train.training.TrainConfig)")
     parser.add_argument(
         "--resume",
         nargs="?",
@@ -137,7 +133,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train from a config; under torchrun every process runs this (DDP)."""
-    from tagger.training import run_train_config
+    from tagger.train.training import run_train_config
 
     result = run_train_config(args.config, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":  # torchrun sets RANK; print once
@@ -199,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def console() -> None:
     """The `tagger` console script: `main` in a process set up for batch work (idle OpenMP
-    threads sleep, freed memory is reused; see `tagger.predict`)."""
+    threads sleep, freed memory is reused; see `tagger.inference.runtime`)."""
     prefer_passive_omp()
     prefer_heap_reuse()
     sys.exit(main())

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tagger.predict import MALLOC_ENV, OMP_ENV
+from tagger.inference.runtime import MALLOC_ENV, OMP_ENV
 from tests.servers import REPO, clean_env, mlflow_server, prefect_server, prefect_worker
 
 POOL = "tagger-e2e"

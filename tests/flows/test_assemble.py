@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from flows import assemble as flow_module
-from tagger.demo import DemoConfig, DemoData, write_demo_data
-from tagger.manifest import read_manifest
+from tagger.data.demo import DemoConfig, DemoData, write_demo_data
+from tagger.data.manifest import read_manifest
 
 SMALL = DemoConfig(
     seed=1,

@@ -20,10 +20,6 @@ from flows.config import (
     parse_retrain_config,
 )
 from flows.retrain import (
-    Assembled,
-    Calibrated,
-    Registered,
-    Trained,
     assemble_data,
     calibrate_thresholds,
     generate_demo_data,
@@ -39,8 +35,9 @@ from flows.retrain import (
     source_files,
     train_tagger,
 )
+from flows.stages import Assembled, Calibrated, Registered, Trained
 from flows.tracking import Tracking, TrackingConfig, mlflow_uris, resolve_tracking
-from tagger.demo import DemoConfig, write_demo_data
+from tagger.data.demo import DemoConfig, write_demo_data
 
 TINY_DEMO = {"size": 64, "coco": 20, "voc": 10, "openimages": 10, "keywords": 10,
              "internal": 10, "duplicates": 1, "truncated": 1}  # fmt: skip
@@ -219,7 +216,7 @@ def test_calibrate_stage_uses_the_heldout_fold(stages: Stages) -> None:
 
 
 def test_bundle_stage_and_evaluation(stages: Stages) -> None:
-    from tagger.bundle import load_bundle
+    from tagger.bundle.resolve import load_bundle
 
     bundle = load_bundle(stages.bundle)
     assert bundle.model_config.backbone == "resnet18" and bundle.dataset_hash
@@ -331,10 +328,10 @@ def test_a_failed_run_resumes_at_the_stage_that_failed(
     first_run: Any, demo_sources: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import flows.heldout
-    import tagger.calibrate_job
+    import tagger.calibrate.job
 
     calls: list[str] = []
-    calibrate = tagger.calibrate_job.run_calibrate_job
+    calibrate = tagger.calibrate.job.run_calibrate_job
 
     def counting_calibrate(job: Any) -> Any:
         calls.append(str(job.output_dir))
@@ -343,7 +340,7 @@ def test_a_failed_run_resumes_at_the_stage_that_failed(
     def broken_bundle(*args: Any, **kwargs: Any) -> Any:
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(tagger.calibrate_job, "run_calibrate_job", counting_calibrate)
+    monkeypatch.setattr(tagger.calibrate.job, "run_calibrate_job", counting_calibrate)
     monkeypatch.setattr(flows.heldout, "build_bundle", broken_bundle)
     cfg = load_config.fn(tiny_config(first_run.work_dir, assemble=str(demo_sources)),
                          {"calibrate.target_precision": 0.55})  # fmt: skip
@@ -352,7 +349,7 @@ def test_a_failed_run_resumes_at_the_stage_that_failed(
         retrain(cfg)
     assert len(calls) == 1 and _champion(first_run.tracking_uri) == champion
     monkeypatch.undo()
-    monkeypatch.setattr(tagger.calibrate_job, "run_calibrate_job", counting_calibrate)
+    monkeypatch.setattr(tagger.calibrate.job, "run_calibrate_job", counting_calibrate)
     resumed = retrain(cfg)
     assert len(calls) == 1, "calibration came from the cache"
     assert resumed.run_id == first_run.run_id and resumed.bundle.exists()

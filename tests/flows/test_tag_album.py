@@ -20,7 +20,7 @@ from flows.tag_album import (
     tag_images,
 )
 from flows.tracking import mlflow_uris
-from tagger.bundle import save_bundle
+from tagger.bundle.model_bundle import save_bundle
 from tests.tagger.bundle_fixtures import make_bundle, write_images
 
 
@@ -65,7 +65,7 @@ def test_resolve_model_refuses_what_it_cannot_find(tmp_path: Path) -> None:
 def test_resolve_model_downloads_a_registered_version(
     bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tagger.registry import log_bundle
+    from tagger.bundle.registry import log_bundle
 
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")

@@ -11,7 +11,7 @@ from PIL import Image
 
 from label_system.mapping import MappingEntry, Negatives, SourceMapping, identity_mapping
 from label_system.taxonomy import Taxonomy
-from tagger.sources import SourceTable, empty_boxes
+from tagger.data.sources import SourceTable, empty_boxes
 
 TAXONOMY = {
     "name": "tiny",

@@ -10,9 +10,9 @@ from PIL import Image
 
 from label_system.priors import PriorRules
 from label_system.taxonomy import Taxonomy
-from tagger.bundle import Bundle, create_bundle
-from tagger.calibration import CalibrationConfig, calibrate_thresholds
-from tagger.model import ModelConfig, create_model
+from tagger.bundle.model_bundle import Bundle, create_bundle
+from tagger.calibrate.thresholds import CalibrationConfig, calibrate_thresholds
+from tagger.train.model import ModelConfig, create_model
 
 
 def tiny_taxonomy() -> Taxonomy:
@@ -75,8 +75,8 @@ def write_calibration_inputs(
     import pandas as pd
     import yaml
 
-    from tagger.evaluation import Predictions, write_predictions
-    from tagger.manifest import MANIFEST_COLUMNS, write_manifest
+    from tagger.data.manifest import MANIFEST_COLUMNS, write_manifest
+    from tagger.train.predictions import Predictions, write_predictions
 
     directory.mkdir(parents=True, exist_ok=True)
     taxonomy = tiny_taxonomy()

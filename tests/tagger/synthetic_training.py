@@ -15,9 +15,9 @@ import pandas as pd
 from PIL import Image
 
 from label_system.taxonomy import Taxonomy
-from tagger.cache import build_cache
-from tagger.images import hash_file
-from tagger.manifest import write_manifest
+from tagger.data.cache import build_cache
+from tagger.data.images import hash_file
+from tagger.data.manifest import write_manifest
 
 COLOURS = [(230, 30, 30), (30, 200, 30), (40, 40, 230), (240, 220, 20), (200, 30, 220)]
 

@@ -15,17 +15,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tagger.bundle import Bundle
-from tagger.checkpoint import read_checkpoint_meta, scoped_rng
-from tagger.model import create_model
-from tagger.predict import PredictOptions, predict
-from tagger.predictor import Predictor, TorchBackend, create_backend, preprocessing_of
-from tagger.records import PredictionRecord
-from tagger.training import DistContext, TrainConfig, Trainer, split_manifest, train
+from tagger.bundle.model_bundle import Bundle
+from tagger.inference.api import predict
+from tagger.inference.engine import Predictor, TorchBackend, create_backend, preprocessing_of
+from tagger.inference.options import PredictOptions
+from tagger.inference.records import PredictionRecord
+from tagger.train.checkpoint import read_checkpoint_meta, scoped_rng
+from tagger.train.model import create_model
+from tagger.train.training import DistContext, TrainConfig, Trainer, split_manifest, train
 from tests.tagger.bundle_fixtures import make_bundle, write_images
+from tests.tagger.inference.test_predict import set_thresholds
 from tests.tagger.synthetic_training import SyntheticData, make_synthetic_data
-from tests.tagger.test_predict import set_thresholds
-from tests.tagger.test_training import _config, _Interrupt, _StopAfter
+from tests.tagger.train.test_training import _config, _Interrupt, _StopAfter
 
 pytestmark = [
     pytest.mark.cuda,

@@ -1,0 +1,247 @@
+"""The calibrate job: held-out predictions + manifest -> thresholds file, per-tag report, plots.
+
+`tagger calibrate` runs `run_calibrate_job`; the Prefect flow `flows/calibrate.py` calls the same
+step functions as tasks and logs the outputs to MLflow. Relative paths in a job config resolve
+against the config's folder.
+
+Example job config (YAML)::
+
+    predictions: work/oof_predictions.parquet   # tagger.calibrate.evaluation.write_predictions
+    manifest: work/assembled/manifest.parquet
+    calib_folds: [3, 4]        # omit: every fold the model did not train on (all, for OOF)
+    check_folds: [2]           # optional: held-out check on folds not used for calibration
+    # check_split: 0.5         # ... or hold back a random share of the calibration rows
+    output_dir: work/calibration
+    calibration: {target_precision: 0.9, min_positives: 10, categories: {scenes: {policy: f1}}}
+
+Outputs in `output_dir`: thresholds.json, tag_report.csv (tag, policy, threshold, precision,
+recall, support, status, reason, ...), check_report.csv and check_summary.json (with check
+folds), plots/*.png, summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from label_system.taxonomy import Taxonomy, load_default_taxonomy, load_taxonomy
+from tagger.calibrate.plots import create_review_figures, write_figures
+from tagger.calibrate.thresholds import (
+    Calibration,
+    CalibrationConfig,
+    calibrate_thresholds,
+    check_thresholds,
+    heldout_rows,
+    summarize_check,
+    write_report,
+    write_thresholds,
+)
+from tagger.data.images import hash_file
+from tagger.data.manifest import read_manifest
+from tagger.metrics import mean_average_precision
+from tagger.train.predictions import align_predictions, read_predictions
+
+
+class CalibrateJobConfig(BaseModel):
+    """Inputs, folds and outputs of a calibration run (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    predictions: Path
+    manifest: Path
+    taxonomy: Path | None = None  # None: the shipped album taxonomy
+    calib_folds: tuple[int, ...] | None = None  # None: every held-out fold not checked on
+    check_folds: tuple[int, ...] = ()
+    check_split: float = Field(default=0.0, ge=0.0, lt=1.0)  # share of calib rows held back
+    output_dir: Path
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    report_format: Literal["csv", "parquet"] = "csv"
+    plots: bool = True
+    seed: int = 0  # for check_split and the bootstrap interval
+
+    @model_validator(mode="after")
+    def _one_check(self) -> CalibrateJobConfig:
+        if self.check_folds and self.check_split:
+            raise ValueError("give check_folds or check_split, not both")
+        return self
+
+
+def load_calibrate_job_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> CalibrateJobConfig:
+    """Read a job config YAML (optional) and apply `overrides`; relative paths resolve against
+    the config's folder (overrides: against the working folder)."""
+    data: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of job settings")
+        data, base = loaded, path.parent
+        for key in ("predictions", "manifest", "taxonomy", "output_dir"):
+            if data.get(key) is not None:
+                data[key] = str((base / str(data[key])).expanduser())
+    data |= {k: v for k, v in (overrides or {}).items() if v is not None}
+    try:
+        return CalibrateJobConfig.model_validate(data)
+    except ValidationError as e:
+        raise ValueError(f"{path or '<arguments>'}: invalid calibrate job config:\n{e}") from None
+
+
+@dataclass
+class CalibrateInputs:
+    """Held-out probabilities aligned with the manifest's labels, `[N, T]` in taxonomy order."""
+
+    probs: np.ndarray
+    targets: np.ndarray
+    known: np.ndarray
+    folds: np.ndarray  # [N]
+    train_folds: tuple[int, ...]
+    taxonomy: Taxonomy
+    dataset_hash: str  # sha256 of the manifest file
+
+
+def load_calibrate_inputs(cfg: CalibrateJobConfig) -> CalibrateInputs:
+    """Read predictions, manifest and taxonomy, and align them by image id and tag id."""
+    taxonomy = load_taxonomy(cfg.taxonomy) if cfg.taxonomy else load_default_taxonomy()
+    pred = read_predictions(cfg.predictions)
+    manifest = read_manifest(cfg.manifest)
+    probs, targets, known, folds = align_predictions(pred, manifest, taxonomy)
+    return CalibrateInputs(
+        probs, targets, known, folds, pred.train_folds, taxonomy, hash_file(cfg.manifest)
+    )
+
+
+def calib_folds_of(cfg: CalibrateJobConfig, inputs: CalibrateInputs) -> tuple[int, ...]:
+    """The configured calibration folds, or every held-out fold not used for the check."""
+    if cfg.calib_folds is not None:
+        folds = cfg.calib_folds
+    else:
+        skip = set(cfg.check_folds) | set(inputs.train_folds)
+        folds = tuple(int(f) for f in np.unique(inputs.folds) if int(f) not in skip)
+    overlap = sorted(set(folds) & set(cfg.check_folds))
+    if overlap:
+        raise ValueError(
+            f"check_folds {list(cfg.check_folds)} overlap calib_folds "
+            f"{list(folds)} at {overlap}: the check must use other images"
+        )
+    return folds
+
+
+def split_rows(
+    cfg: CalibrateJobConfig, inputs: CalibrateInputs
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Bool masks `[N]` of the calibration rows and the check rows (None without a check).
+
+    Both come from held-out folds only (training folds refused); `check_split` holds back a
+    seeded random share of the calibration folds' rows.
+    """
+    calib = heldout_rows(
+        inputs.folds, calib_folds_of(cfg, inputs), inputs.train_folds, role="calibration"
+    )
+    if cfg.check_folds:
+        check = heldout_rows(inputs.folds, cfg.check_folds, inputs.train_folds, role="check")
+        return calib, check
+    if cfg.check_split:
+        held = np.random.default_rng(cfg.seed).random(len(calib)) < cfg.check_split
+        return calib & ~held, calib & held
+    return calib, None
+
+
+def calibrate_inputs(cfg: CalibrateJobConfig, inputs: CalibrateInputs) -> Calibration:
+    """Thresholds from the calibration rows (see `split_rows`)."""
+    rows, _ = split_rows(cfg, inputs)
+    return calibrate_thresholds(
+        inputs.probs[rows], inputs.targets[rows], inputs.known[rows], inputs.taxonomy,
+        cfg.calibration, rng=np.random.default_rng(cfg.seed),
+    )  # fmt: skip
+
+
+@dataclass
+class CheckResult:
+    """Per-tag held-out precision of the thresholds on the check rows, and its summary."""
+
+    table: pd.DataFrame  # check_thresholds
+    summary: dict[str, float]
+
+
+def check_inputs(
+    cfg: CalibrateJobConfig, inputs: CalibrateInputs, calibration: Calibration
+) -> CheckResult | None:
+    """Precision of the chosen thresholds on the check rows (None when there are none)."""
+    _, rows = split_rows(cfg, inputs)
+    if rows is None:
+        return None
+    table = check_thresholds(
+        inputs.probs[rows], inputs.targets[rows], inputs.known[rows], calibration
+    )
+    return CheckResult(table, summarize_check(table))
+
+
+@dataclass
+class CalibrateOutputs:
+    """Where the job wrote its files, and the headline figures."""
+
+    thresholds: Path
+    report: Path
+    summary: dict[str, Any]
+    plots: dict[str, Path] = field(default_factory=dict)
+    check_report: Path | None = None
+
+
+def summarize_calibration(calibration: Calibration, check: CheckResult | None) -> dict[str, Any]:
+    """Headline figures: status counts, mAP on the calibration rows, check summary."""
+    rep = calibration.report
+    precision_tags = rep[rep["policy"] == "precision"]
+    summary: dict[str, Any] = {
+        "tags": len(rep),
+        "status": {str(k): int(v) for k, v in rep["status"].value_counts().items()},
+        "calibration_map": mean_average_precision(rep["ap"].to_numpy(dtype=np.float64)),
+        "share_meeting_target": float(precision_tags["meets_target"].mean())
+        if len(precision_tags)
+        else float("nan"),
+    }
+    if check is not None:
+        summary["check"] = check.summary
+    return summary
+
+
+def write_calibrate_outputs(
+    cfg: CalibrateJobConfig,
+    inputs: CalibrateInputs,
+    calibration: Calibration,
+    check: CheckResult | None,
+) -> CalibrateOutputs:
+    """Thresholds file, per-tag report, plots and summary into `cfg.output_dir`."""
+    out = cfg.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    thresholds = write_thresholds(calibration, out / "thresholds.json", inputs.taxonomy)
+    report = write_report(calibration.report, out / f"tag_report.{cfg.report_format}")
+    outputs = CalibrateOutputs(thresholds, report, summarize_calibration(calibration, check))
+    outputs.summary["dataset_hash"] = inputs.dataset_hash
+    if check is not None:
+        outputs.check_report = write_report(check.table, out / f"check_report.{cfg.report_format}")
+    if cfg.plots:
+        rows, _ = split_rows(cfg, inputs)
+        figures = create_review_figures(
+            inputs.probs[rows], inputs.targets[rows], inputs.known[rows], calibration.report
+        )
+        outputs.plots = write_figures(figures, out / "plots")
+    (out / "summary.json").write_text(json.dumps(outputs.summary, indent=1, default=str))
+    return outputs
+
+
+def run_calibrate_job(cfg: CalibrateJobConfig) -> CalibrateOutputs:
+    """Load, calibrate, check (optional), write."""
+    inputs = load_calibrate_inputs(cfg)
+    calibration = calibrate_inputs(cfg, inputs)
+    check = check_inputs(cfg, inputs, calibration)
+    return write_calibrate_outputs(cfg, inputs, calibration, check)
