@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tagger.data.cache import cache_path
+from tagger.data.child_processes import loader_worker_init
 from tagger.data.images import REDUCING_GAP, RESAMPLE, FitMode, load_reduced, resize_square
 
 Sample = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -207,4 +208,5 @@ def create_loader(
         persistent_workers=workers,
         prefetch_factor=prefetch_factor if workers else None,
         generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=loader_worker_init() if workers else None,  # workers die with us
     )
