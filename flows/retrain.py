@@ -195,19 +195,23 @@ def calibrate_thresholds(
 
 @task(name="bundle")
 def package_bundle(
-    checkpoint: Path, calibration: Calibrated, data: Assembled, work_dir: Path
+    checkpoint: Path, calibration: Calibrated, data: Assembled, work_dir: Path, demo: bool = False
 ) -> Path:
-    """The model bundle: weights, taxonomy snapshot, preprocessing, thresholds, metrics."""
+    """The model bundle: weights, taxonomy snapshot, preprocessing, thresholds, metrics, and
+    what it was trained on (`demo`: the drawn demo data set)."""
     from flows.heldout import build_bundle
     from tagger.bundle.model_bundle import save_bundle
 
-    out = stage_dir(work_dir, "bundle", checkpoint=checkpoint, calibration=calibration, data=data)
+    out = stage_dir(
+        work_dir, "bundle", checkpoint=checkpoint, calibration=calibration, data=data, demo=demo
+    )
     bundle = build_bundle(
         checkpoint,
         calibration.thresholds,
         data.manifest,
         data.taxonomy,
         headline_metrics(calibration.summary),
+        demo=demo,
     )
     return save_bundle(bundle, out / "bundle")
 
@@ -383,7 +387,9 @@ def retrain(
     calibrated = stage(calibrate_thresholds)(
         cfg.calibrate, trained.checkpoint, data, cfg.heldout_fold, work
     )
-    bundle = stage(package_bundle)(trained.checkpoint, calibrated, data, work)
+    bundle = stage(package_bundle)(
+        trained.checkpoint, calibrated, data, work, demo=cfg.demo is not None
+    )
     metrics = stage(log_evaluation)(calibrated, trained, data, tracking)
     registered = stage(register_bundle)(bundle, trained, tracking)
     if cfg.promotion.enabled:
