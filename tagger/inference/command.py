@@ -164,8 +164,10 @@ def predict_argument_problem(args: argparse.Namespace) -> str | None:
         output_format(args.out)
     except ValueError as error:
         return str(error)
-    if args.resume is False and args.overwrite is False and (
-        args.out.exists() or parts_dir(args.out).exists()
+    if (
+        args.resume is False
+        and args.overwrite is False
+        and (args.out.exists() or parts_dir(args.out).exists())
     ):
         return f"{args.out} exists; pass --resume or --overwrite"
     return None

@@ -11,7 +11,6 @@ import time
 import psutil
 import pytest
 
-
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
 
 
