@@ -30,6 +30,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.caching import persisted, stage_dir
 from flows.config import RetrainConfig, load_retrain_config, with_overrides
+from flows.entry_point import existing_file
 from flows.stages import (
     Assembled,
     Calibrated,
@@ -414,7 +415,7 @@ def parse_set(values: list[str]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+    parser.add_argument("config", nargs="?", default=DEFAULT_CONFIG, type=existing_file)
     parser.add_argument(
         "--set",
         action="append",
@@ -428,4 +429,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from flows.entry_point import run_entry_point
+
+    run_entry_point("python -m flows.retrain", main)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
+ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
 
 
@@ -59,14 +62,38 @@ def kill_parent_and_check_children(proc: subprocess.Popen[str], grace: float = 1
     assert not survivors, f"orphaned workers: {[(p.pid, p.cmdline()[:3]) for p in survivors]}"
 
 
-def run_script(code: str) -> subprocess.Popen[str]:
-    """Start `code`; its output is not piped (an orphan holding the pipe would block a read)."""
+def run_script(code: str, folder: Path) -> subprocess.Popen[str]:
+    """Start `code` as a script file (spawned workers import it); its output is not piped (an
+    orphan holding the pipe would block a read)."""
+    script = folder / "job.py"
+    script.write_text(textwrap.dedent(code), encoding="utf-8")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, str(script)],
         text=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
+
+
+class SlowDataset:
+    """Eight items, each taking a minute: DataLoader workers stay busy (and say so in `folder`,
+    once their initializer has run)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> int:
+        (Path(self.folder) / f"busy-{os.getpid()}").touch()
+        time.sleep(60)
+        return index
 
 
 SCRIPTS = {
@@ -84,26 +111,29 @@ SCRIPTS = {
         pool = DecodePool(time.sleep, workers=2, kind="process", on_crash=lambda x: None)
         list(pool.map([60.0] * 4))
         """,
-    # tagger.train.dataset: DataLoader workers busy in __getitem__
+    # tagger.train.dataset: spawned DataLoader workers busy in __getitem__ (the dataset class
+    # comes from an importable module, as spawn needs)
     "loader": """
-        import time
-        import torch
+        import os
         from tagger.train.dataset import create_loader
-        class Slow(torch.utils.data.Dataset):
-            def __len__(self): return 8
-            def __getitem__(self, i):
-                time.sleep(60)
-                return torch.zeros(1)
-        next(iter(create_loader(Slow(), batch_size=1, num_workers=2, pin_memory=False)))
+        from tests.tagger.data.test_child_processes import SlowDataset
+        if __name__ == "__main__":
+            dataset = SlowDataset(os.path.dirname(os.path.abspath(__file__)))
+            loader = create_loader(dataset, batch_size=1, num_workers=2, pin_memory=False)
+            next(iter(loader))
         """,
 }
 
 
 @pytest.mark.parametrize("kind", sorted(SCRIPTS))
-def test_workers_die_with_a_killed_parent(kind: str) -> None:
-    proc = run_script(SCRIPTS[kind])
+def test_workers_die_with_a_killed_parent(kind: str, tmp_path: Path) -> None:
+    proc = run_script(SCRIPTS[kind], tmp_path)
     try:
         wait_for_children(proc, at_least=2)
+        if kind == "loader":  # spawned: wait until both workers are past their initializer
+            deadline = time.monotonic() + 120
+            while len(list(tmp_path.glob("busy-*"))) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
         time.sleep(1.0)  # the workers have run their initializer and are busy
         kill_parent_and_check_children(proc)
     finally:
