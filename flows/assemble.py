@@ -18,6 +18,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.entry_point import existing_file
 from label_system.taxonomy import Taxonomy
 from tagger.data.assembly import AssemblyResult, SourceOverride
 from tagger.data.assembly_job import (
@@ -120,7 +121,7 @@ def assemble(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config")
+    parser.add_argument("config", type=existing_file)
     parser.add_argument("--output-dir")
     parser.add_argument("--data-root")
     args = parser.parse_args()
@@ -129,4 +130,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from flows.entry_point import run_entry_point
+
+    run_entry_point("python -m flows.assemble", main)

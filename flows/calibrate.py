@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.entry_point import existing_file
 from flows.tracking import TrackingConfig, ensure_experiment, mlflow_uris, resolve_tracking
 from tagger.calibrate.job import (
     CalibrateInputs,
@@ -121,7 +122,7 @@ def calibrate(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config", nargs="?")
+    parser.add_argument("config", type=existing_file, nargs="?")
     parser.add_argument("--check-folds", type=int, nargs="+")
     parser.add_argument("--check-split", type=float)
     parser.add_argument("--tracking-uri")
@@ -136,4 +137,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from flows.entry_point import run_entry_point
+
+    run_entry_point("python -m flows.calibrate", main)

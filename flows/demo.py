@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
 
+from flows.entry_point import existing_file
 from flows.retrain import DEFAULT_CONFIG, RetrainSummary, parse_set, retrain
 from flows.tag_album import AlbumSummary, TagAlbumConfig, tag_album
 from tagger.data.demo import draw_scene, render_scene
@@ -78,7 +79,7 @@ def report(summary: RetrainSummary, album: AlbumSummary, truth: dict[str, list[s
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=DEFAULT_CONFIG)
+    parser.add_argument("--config", default=DEFAULT_CONFIG, type=existing_file)
     parser.add_argument("--work-dir", default="work/demo")
     parser.add_argument("--images", type=int, default=6, help="new demo photos to tag")
     parser.add_argument(
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from flows.entry_point import run_entry_point
     from tagger.inference.runtime import prefer_heap_reuse
 
     prefer_heap_reuse()  # ~5% faster CPU training steps, ~25% faster batch inference
-    main()
+    run_entry_point("python -m flows.demo", main)

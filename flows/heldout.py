@@ -71,8 +71,10 @@ def build_bundle(
     manifest: Path,
     taxonomy: Path | None,
     metrics: dict[str, Any],
+    demo: bool = False,
 ) -> Bundle:
-    """A bundle from the checkpoint's weights and preprocessing and the calibrated thresholds."""
+    """A bundle from the checkpoint's weights and preprocessing and the calibrated thresholds;
+    it records what it was trained on (`training_data_of`), `demo` for the drawn demo set."""
     meta = read_checkpoint_meta(checkpoint)
     tax = load_config_taxonomy(taxonomy)
     return create_bundle(
@@ -83,7 +85,20 @@ def build_bundle(
         preprocessing=dict(meta["preprocessing"]),
         metrics=metrics,
         dataset_hash=hash_file(manifest),
+        training_data=training_data_of(read_manifest(manifest), demo),
     )
+
+
+def training_data_of(manifest: pd.DataFrame, demo: bool) -> dict[str, Any]:
+    """What a bundle records of its data: a name (the sources, or "demo"), the sources, the
+    image count, and whether it is the drawn demo set."""
+    sources = sorted({str(s) for s in manifest["source"]}) if "source" in manifest else []
+    return {
+        "name": "demo" if demo else "+".join(sources) or "unnamed",
+        "sources": sources,
+        "images": len(manifest),
+        "demo": demo,
+    }
 
 
 def heldout_eval(

@@ -30,6 +30,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.caching import persisted, stage_dir
 from flows.config import RetrainConfig, load_retrain_config, with_overrides
+from flows.entry_point import existing_file
 from flows.stages import (
     Assembled,
     Calibrated,
@@ -195,19 +196,23 @@ def calibrate_thresholds(
 
 @task(name="bundle")
 def package_bundle(
-    checkpoint: Path, calibration: Calibrated, data: Assembled, work_dir: Path
+    checkpoint: Path, calibration: Calibrated, data: Assembled, work_dir: Path, demo: bool = False
 ) -> Path:
-    """The model bundle: weights, taxonomy snapshot, preprocessing, thresholds, metrics."""
+    """The model bundle: weights, taxonomy snapshot, preprocessing, thresholds, metrics, and
+    what it was trained on (`demo`: the drawn demo data set)."""
     from flows.heldout import build_bundle
     from tagger.bundle.model_bundle import save_bundle
 
-    out = stage_dir(work_dir, "bundle", checkpoint=checkpoint, calibration=calibration, data=data)
+    out = stage_dir(
+        work_dir, "bundle", checkpoint=checkpoint, calibration=calibration, data=data, demo=demo
+    )
     bundle = build_bundle(
         checkpoint,
         calibration.thresholds,
         data.manifest,
         data.taxonomy,
         headline_metrics(calibration.summary),
+        demo=demo,
     )
     return save_bundle(bundle, out / "bundle")
 
@@ -383,7 +388,9 @@ def retrain(
     calibrated = stage(calibrate_thresholds)(
         cfg.calibrate, trained.checkpoint, data, cfg.heldout_fold, work
     )
-    bundle = stage(package_bundle)(trained.checkpoint, calibrated, data, work)
+    bundle = stage(package_bundle)(
+        trained.checkpoint, calibrated, data, work, demo=cfg.demo is not None
+    )
     metrics = stage(log_evaluation)(calibrated, trained, data, tracking)
     registered = stage(register_bundle)(bundle, trained, tracking)
     if cfg.promotion.enabled:
@@ -408,7 +415,7 @@ def parse_set(values: list[str]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+    parser.add_argument("config", nargs="?", default=DEFAULT_CONFIG, type=existing_file)
     parser.add_argument(
         "--set",
         action="append",
@@ -422,4 +429,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from flows.entry_point import run_entry_point
+
+    run_entry_point("python -m flows.retrain", main)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import shlex
+import sys
+from pathlib import Path
 from typing import Any
 
 from flows.config import RetrainConfig
@@ -16,10 +20,20 @@ def headline_metrics(summary: dict[str, Any]) -> dict[str, float]:
 
 
 def mlflow_ui_hint(tracking: Tracking) -> str:
-    """How to open the MLflow UI on this store."""
+    """How to open the MLflow UI on this store: a command that works as printed, also outside
+    an activated environment (the `mlflow` beside this interpreter, by its absolute path)."""
     if tracking.tracking_uri.startswith(("http://", "https://")):
         return tracking.tracking_uri
-    return f"mlflow ui --backend-store-uri {tracking.tracking_uri} --port 5000"
+    uri = shlex.quote(tracking.tracking_uri)
+    return f"{mlflow_command()} ui --backend-store-uri {uri} --port 5000"
+
+
+def mlflow_command() -> str:
+    """The `mlflow` console script of this environment, or `<python> -m mlflow` without one."""
+    script = Path(sys.executable).parent / "mlflow"
+    if script.is_file() and os.access(script, os.X_OK):
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m mlflow"
 
 
 def summary_markdown(

@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-cache", default=None)
     parser.add_argument("--mode", default="resume", choices=["new", "resume", "overwrite"])
     args = parser.parse_args(argv)
+    if not Path(args.inputs).exists():  # before Prefect's server starts
+        parser.error(f"input {args.inputs!r} does not exist")
     summary = tag_album(
         TagAlbumConfig(
             inputs=args.inputs,
@@ -171,4 +173,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from flows.entry_point import run_entry_point
+
+    run_entry_point("python -m flows.tag_album", main)

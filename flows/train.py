@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.entry_point import existing_file
 from label_system.taxonomy import Taxonomy
 from tagger.data.images import hash_file
 from tagger.train.training import (
@@ -201,7 +202,7 @@ def train_flow(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("config", help="training config YAML")
+    parser.add_argument("config", type=existing_file, help="training config YAML")
     parser.add_argument("--tracking-uri", default=None)
     parser.add_argument("--experiment", default=EXPERIMENT)
     parser.add_argument("--resume", default=None, help='checkpoint directory or "last"')
@@ -213,4 +214,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from flows.entry_point import run_entry_point
+
+    run_entry_point("python -m flows.train", main)

@@ -17,7 +17,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tagger.inference.command import add_predict_arguments, run_predict_command  # no torch
+from tagger.inference.command import (  # no torch
+    PREDICT_EPILOG,
+    add_predict_arguments,
+    run_predict_command,
+)
 from tagger.inference.runtime import prefer_heap_reuse, prefer_passive_omp
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -62,7 +66,9 @@ def run_assemble(args: argparse.Namespace) -> int:
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", help="folder to write the demo sources into")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed of the drawn scenes (same seed, same set)"
+    )
     parser.add_argument("--size", type=int, default=160, help="image width in pixels")
 
 
@@ -174,11 +180,53 @@ COMMANDS: dict[str, tuple[str, AddArguments, Run]] = {
 }
 
 
+# the end of each subcommand's --help: one example (predict: also MLflow and exit codes)
+EPILOGS: dict[str, str] = {
+    "assemble": "example:\n  tagger assemble work/demo/assemble.yaml --output-dir work/assembled",
+    "demo-data": "example:\n  tagger demo-data work/demo --seed 1",
+    "calibrate": "example:\n  tagger calibrate job.yaml --check-folds 2",
+    "train": "example:\n  tagger train train.yaml --resume",
+    "predict": PREDICT_EPILOG,
+}
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Epilogs as written; every option's help ends with its default when it has one (None and
+    off switches have none: their help says what happens)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or not action.option_strings
+            or action.required
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tagger", description="Album photo tagging pipeline.")
+    parser = argparse.ArgumentParser(
+        prog="tagger",
+        description="Album photo tagging pipeline.",
+        epilog="example:\n  tagger predict album/ --model path/to/bundle --out tags.jsonl",
+        formatter_class=HelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_arguments, _) in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+        add_arguments(
+            sub.add_parser(
+                name,
+                help=help_text,
+                description=help_text,
+                epilog=EPILOGS.get(name),
+                formatter_class=HelpFormatter,
+            )
+        )
     return parser
 
 

@@ -4,7 +4,8 @@ Layout (every file but the optional ones is required; sha256 of each is in bundl
 
     bundle.json         format, format_version, created_at, dataset_hash, model_config,
                         preprocessing, taxonomy name/version/num_tags, weights file name,
-                        files {name: sha256}, metrics (headline)
+                        files {name: sha256}, metrics (headline), training_data (optional:
+                        name, images, demo)
     model.safetensors   network weights (state_dict); read without pickle
     taxonomy.yaml       the taxonomy snapshot (column order of scores and thresholds)
     thresholds.json     per-tag thresholds, policy, status, reason (`tagger.calibrate.thresholds`)
@@ -108,6 +109,13 @@ class Bundle:
     created_at: str = ""
     path: Path | None = None  # where it was loaded from
     weights_sha256: str = ""  # of the weights file it was loaded from ("" when built in memory)
+    # what it was trained on: {"name", "images", "demo": bool, ...}; None in older bundles
+    training_data: dict[str, Any] | None = None
+
+    @property
+    def is_demo(self) -> bool:
+        """Trained on the drawn demo data set (its tags on real photos mean nothing)."""
+        return bool((self.training_data or {}).get("demo", False))
 
     @property
     def tag_ids(self) -> tuple[str, ...]:
@@ -131,8 +139,13 @@ def create_bundle(
     detector: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     dataset_hash: str = "",
+    training_data: dict[str, Any] | None = None,
 ) -> Bundle:
-    """Assemble a bundle from a trained network (or its state_dict) and its calibration."""
+    """Assemble a bundle from a trained network (or its state_dict) and its calibration.
+
+    training_data: what the network was trained on, e.g. {"name": "demo", "images": 600,
+    "demo": True} (written to bundle.json; `tagger predict` warns about a demo model).
+    """
     state = model.state_dict() if isinstance(model, nn.Module) else model
     bundle = Bundle(
         model_config=model_config.model_copy(update={"pretrained": False}),
@@ -147,6 +160,7 @@ def create_bundle(
         calibration_config=calibration.config,
         dataset_hash=dataset_hash,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        training_data=None if training_data is None else dict(training_data),
     )
     _check_consistent(bundle, "<in memory>")
     return bundle
@@ -206,6 +220,8 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
         "files": files,
         "metrics": bundle.metrics,
     }
+    if bundle.training_data is not None:
+        meta["training_data"] = bundle.training_data
     _write_json(tmp / BUNDLE_FILE, meta)
     if directory.exists():
         shutil.rmtree(directory)
@@ -247,12 +263,15 @@ def read_bundle(directory: str | Path, trust_pickle: bool = False) -> Bundle:
         created_at=str(meta.get("created_at", "")),
         path=directory,
         weights_sha256=str(meta["files"].get(str(meta["weights"]), "")),
+        training_data=_training_data(meta, directory),
     )
     _check_consistent(bundle, directory)
     return bundle
 
 
 def _read_meta(directory: Path) -> dict[str, Any]:
+    if not directory.exists():
+        raise BundleError(f"{directory}: no such model bundle directory")
     if not (directory / BUNDLE_FILE).exists():
         raise BundleError(f"{directory}: not a model bundle (no {BUNDLE_FILE})")
     meta = json.loads((directory / BUNDLE_FILE).read_text(encoding="utf-8"))
@@ -269,6 +288,14 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     if missing:
         raise BundleError(f"{directory / BUNDLE_FILE}: missing fields {missing}")
     return dict(meta)
+
+
+def _training_data(meta: dict[str, Any], directory: Path) -> dict[str, Any] | None:
+    """bundle.json's optional `training_data` (bundles written before it have none)."""
+    value = meta.get("training_data")
+    if value is not None and not isinstance(value, dict):
+        raise BundleError(f"{directory / BUNDLE_FILE}: training_data must be an object")
+    return value
 
 
 def _verify_files(directory: Path, meta: dict[str, Any]) -> None:

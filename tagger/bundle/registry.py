@@ -23,8 +23,10 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
-from contextlib import nullcontext
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,8 +79,11 @@ class TaggerPyfunc(PythonModel):
         self.bundle = read_bundle(context.artifacts["bundle"])
         self.model = self.bundle.create_model()
 
-    def predict(self, context, model_input, params=None):
-        # no type hints: MLflow would turn them into a second, conflicting input schema
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        # A DataFrame hint is one MLflow infers no schema from (the logged signature stays the
+        # only one) and it keeps MLflow from warning that the method has no type hints.
         images = _input_images(model_input)
         return pd.DataFrame(
             score_images(self.bundle, self.model, images), columns=list(self.bundle.tag_ids)
@@ -171,7 +176,7 @@ def log_bundle(
         run = mlflow.start_run(
             run_id=run_id, experiment_id=experiment_id, nested=active_run is not None
         )
-    with run as active:
+    with run as active, _no_local_copy_progress_bar():
         assert active is not None
         info = mlflow.pyfunc.log_model(
             name=ARTIFACT_NAME,
@@ -195,6 +200,25 @@ def log_bundle(
         return RegisteredBundle(
             f"models:/{name}/{version}", active.info.run_id, name, version, info.model_uri
         )
+
+
+@contextmanager
+def _no_local_copy_progress_bar() -> Iterator[None]:
+    """No "Downloading artifacts" bar while `log_model` reads back the model it just wrote to
+    check the input example: a copy between local folders, not a download.
+
+    MLflow reads its documented switch MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR from the
+    environment only, so it is set for this block (unless the user set it) and then removed.
+    """
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
 
 
 def _requirements() -> list[str]:
@@ -374,18 +398,17 @@ def resolve_bundle(
     looked up on every call. Other URIs download afresh. `tracking_uri` (also used as the
     registry URI) defaults to MLflow's own setting.
     """
-    client = MlflowClient(tracking_uri, tracking_uri)
+    tracking_uri, registry_uri = store_uris(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri)
     env = os.environ.get("TAGGER_MODEL_CACHE")
     root = Path(cache_dir or env or DEFAULT_CACHE).expanduser()
-    key, source = _cache_key(uri, client)
+    key, source = _cache_key(uri, client, tracking_uri)
     target = root / key
     if (target / BUNDLE_FILE).exists() and not key.startswith("uri/"):
         return target
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(
-            artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri,
-            registry_uri=tracking_uri))  # fmt: skip
+        local = _copy_artifacts(source, Path(tmp), client, registry_uri)
         found = sorted(local.rglob(BUNDLE_FILE))
         if len(found) != 1:
             raise ValueError(
@@ -403,13 +426,93 @@ def resolve_bundle(
     return target
 
 
-def _cache_key(uri: str, client: MlflowClient) -> tuple[str, str]:
+def store_uris(tracking_uri: str | None = None) -> tuple[str, str]:
+    """(tracking URI, registry URI) that a model URI resolves against: `tracking_uri` for both,
+    else MLflow's own settings (`MLFLOW_TRACKING_URI`, `mlflow.set_tracking_uri`, ...).
+
+    Reading never creates a store: a local store (SQLite file, file store folder) that does not
+    exist raises FileNotFoundError naming it, where the URI came from and how to point
+    elsewhere. MLflow 3's default without MLFLOW_TRACKING_URI is `sqlite:///<cwd>/mlflow.db`,
+    which it would otherwise create on first use.
+    """
+    uris = (tracking_uri, tracking_uri) if tracking_uri else _mlflow_uris()
+    for uri in dict.fromkeys(uris):
+        path = _local_store_path(uri)
+        if path is not None and not path.exists():
+            raise FileNotFoundError(
+                f"no MLflow tracking store at {path} ({uri}, {_uri_origin(tracking_uri)}); "
+                f"point at the store that holds the model with --tracking-uri or "
+                f"MLFLOW_TRACKING_URI, e.g. http://127.0.0.1:5000 or "
+                f"sqlite:////abs/path/work/demo/mlflow.db"
+            )
+    return uris
+
+
+def _mlflow_uris() -> tuple[str, str]:
+    return str(mlflow.get_tracking_uri()), str(mlflow.get_registry_uri())
+
+
+def _uri_origin(explicit: str | None) -> str:
+    if explicit:
+        return "as given"
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return "from MLFLOW_TRACKING_URI"
+    return "MLflow's default, since MLFLOW_TRACKING_URI is not set"
+
+
+def _local_store_path(uri: str) -> Path | None:
+    """The file or folder of a local store URI (sqlite:///..., file:..., a plain path)."""
+    if uri.startswith("sqlite:///"):
+        path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+        return None if path in ("", ":memory:") else Path(path)
+    if uri.startswith("file:"):
+        return _file_uri_path(uri)
+    return None if "://" in uri or ":/" in uri else Path(uri)
+
+
+def _file_uri_path(uri: str) -> Path:
+    parsed = urllib.parse.urlparse(uri)
+    return Path(urllib.request.url2pathname(parsed.path))
+
+
+def _copy_artifacts(source: str, dst: Path, client: MlflowClient, registry_uri: str) -> Path:
+    """The artifacts at `source` in `dst`: copied when they are on this machine (no MLflow
+    download machinery, no progress bar for a local copy), else downloaded."""
+    place = source
+    if m := _RUN_URI.match(source):  # runs:/<run>/<path>: its place in the run's artifacts
+        place = f"{str(client.get_run(m['run']).info.artifact_uri).rstrip('/')}/{m['path']}"
+    local = _file_uri_path(place) if place.startswith("file:") else None
+    if local is None and "://" not in place and ":/" not in place:
+        local = Path(place)
+    # (a runs:/ URI of an MLflow 3 logged model names no folder of the run: MLflow finds it)
+    if local is not None and local.exists():
+        target = dst / local.name
+        if local.is_dir():
+            shutil.copytree(local, target)
+        else:
+            shutil.copy2(local, target)
+        return target
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=source,
+            dst_path=str(dst),
+            tracking_uri=client.tracking_uri,
+            registry_uri=registry_uri,
+        )
+    )
+
+
+def _cache_key(uri: str, client: MlflowClient, store: str) -> tuple[str, str]:
     """(cache folder relative to the root, concrete URI to download)."""
     if m := _MODEL_URI.match(uri):
         name = m["name"]
         version = m["version"] or _alias_version(client, name, m["alias"])
         if version is None:
-            raise ValueError(f"{uri}: registered model {name!r} has no alias {m['alias']!r}")
+            raise ValueError(
+                f"{uri}: registered model {name!r} has no alias {m['alias']!r} in the MLflow "
+                f"tracking store {store}; point at another store with --tracking-uri or "
+                "MLFLOW_TRACKING_URI"
+            )
         # The version's own artifact location, so the download does not go through MLflow's
         # global registry client (which would open a default store in the working folder).
         source = client.get_model_version_download_uri(name, version)

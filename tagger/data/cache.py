@@ -23,6 +23,7 @@ from typing import TypeVar
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from tagger.data.child_processes import worker_initializer
 from tagger.data.images import DEFAULT_MAX_PIXELS, ImageError, load_rgb
 from tagger.data.sources import Problem
 
@@ -190,7 +191,7 @@ def _run_until_crash(
     outcomes: dict[int, R | WorkerCrash],
 ) -> list[int]:
     """Drain `queue` through one pool; on a crash return the in-flight indexes (suspects)."""
-    pool = ProcessPoolExecutor(workers, mp_context=_SPAWN)
+    pool = ProcessPoolExecutor(workers, mp_context=_SPAWN, initializer=worker_initializer())
     in_flight: dict[Future[R], int] = {}
     try:
         while queue or in_flight:
@@ -228,7 +229,7 @@ def _run_one_by_one(
 ) -> None:
     """Run each queued item alone in a one-process pool; a death marks exactly that item."""
     while queue:
-        with ProcessPoolExecutor(1, mp_context=_SPAWN) as pool:
+        with ProcessPoolExecutor(1, mp_context=_SPAWN, initializer=worker_initializer()) as pool:
             while queue:
                 index = queue.popleft()
                 try:

@@ -89,7 +89,7 @@ class PredictSummary:
         errors = ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items())) or "none"
         return (
             f"images {self.images}, tagged {self.tagged}, errors: {errors}, "
-            f"skipped (done before) {self.skipped}; {self.seconds:.1f} s, "
+            f"skipped (done before) {self.skipped}; tagging {self.seconds:.1f} s, "
             f"{self.images_per_s:.2f} images/s"
         )
 

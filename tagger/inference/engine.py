@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from tagger.bundle.model_bundle import Bundle, Preprocessing, preprocessing_of
+from tagger.data.child_processes import worker_initializer
 from tagger.inference.decoding import Decoded, crashed_decode, decode_input, timed_out_decode
 from tagger.inference.options import InputItem, PredictOptions, WorkerKind
 from tagger.inference.records import PredictionRecord, TagPrediction
@@ -250,7 +251,9 @@ class DecodePool(Generic[T, R]):
             if self.kind == "thread":
                 self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
             else:
-                self._executor = ProcessPoolExecutor(self.workers, mp_context=_worker_context())
+                self._executor = ProcessPoolExecutor(
+                    self.workers, mp_context=_worker_context(), initializer=worker_initializer()
+                )  # workers die with this process, even when it is killed hard
         return self._executor
 
     def _restart(self) -> None:

@@ -9,6 +9,7 @@ batches are the same with any number of workers and after a resume.
 from __future__ import annotations
 
 import math
+import multiprocessing
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tagger.data.cache import cache_path
+from tagger.data.child_processes import loader_worker_init
 from tagger.data.images import REDUCING_GAP, RESAMPLE, FitMode, load_reduced, resize_square
+
+_LOADER_WORKERS = multiprocessing.get_context("spawn")  # why: see `create_loader`
 
 Sample = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -194,6 +198,13 @@ def create_loader(
     Without a sampler the order is sequential (evaluation). pin_memory defaults to True when
     CUDA is available. The loader's own generator is seeded, so it never draws from (and so
     never shifts) the global torch RNG.
+
+    Workers are spawned, not forked (the dataset must pickle): a fork inherits the parent's
+    interpreter-exit callbacks, such as those Prefect's logging and event services register
+    (`threading._register_atexit`). They fail in the fork, the worker exits with code 1 when
+    the loader shuts it down, and torch's SIGCHLD handler raises "DataLoader worker exited
+    unexpectedly" in the parent, inside whatever code runs then (often `__del__`). A spawned
+    worker starts once per loader (persistent) and dies with its parent (`loader_worker_init`).
     """
     workers = num_workers > 0
     return DataLoader(
@@ -207,4 +218,6 @@ def create_loader(
         persistent_workers=workers,
         prefetch_factor=prefetch_factor if workers else None,
         generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=loader_worker_init() if workers else None,  # workers die with us
+        multiprocessing_context=_LOADER_WORKERS if workers else None,
     )

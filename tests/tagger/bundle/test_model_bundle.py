@@ -13,6 +13,7 @@ from tagger.bundle.model_bundle import (
     BUNDLE_FILE,
     BundleError,
     create_bundle,
+    read_bundle,
     save_bundle,
 )
 from tagger.bundle.resolve import load_bundle
@@ -103,3 +104,19 @@ def test_bad_bundles_are_named(tmp_path: Path) -> None:
     (path / BUNDLE_FILE).write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="format_version 99"):
         load_bundle(path)
+
+
+def test_bundle_knows_what_it_was_trained_on(tmp_path: Path) -> None:
+    """bundle.json's `training_data` round-trips; a bundle written before it loads without."""
+    bundle = make_bundle()
+    bundle.training_data = {"name": "demo", "sources": ["coco"], "images": 320, "demo": True}
+    loaded = read_bundle(save_bundle(bundle, tmp_path / "demo"))
+    assert loaded.training_data == bundle.training_data and loaded.is_demo
+    old = save_bundle(make_bundle(), tmp_path / "old")
+    assert "training_data" not in json.loads((old / "bundle.json").read_text())
+    assert read_bundle(old).training_data is None and not read_bundle(old).is_demo
+
+
+def test_a_missing_bundle_says_it_does_not_exist(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="no such model bundle directory"):
+        read_bundle(tmp_path / "nope")
