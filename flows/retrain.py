@@ -1,4 +1,5 @@
-"""Prefect flow `retrain`: assemble -> train -> calibrate -> bundle -> register -> promote.
+"""Prefect flow `retrain`: assemble -> [crossfit] -> train -> calibrate -> bundle -> register ->
+promote.
 
     python -m flows.retrain flows/configs/retrain_demo.yaml [--set train.schedule.epochs=2]
     prefect deployment run 'retrain/retrain-manual'          # through deploy/prefect.yaml
@@ -30,6 +31,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.caching import persisted, stage_dir
 from flows.config import RetrainConfig, load_retrain_config, with_overrides
+from flows.crossfit import crossfit_predictions
 from flows.stages import (
     Assembled,
     Calibrated,
@@ -161,24 +163,36 @@ def train_tagger(
 
 @task(name="calibrate")
 def calibrate_thresholds(
-    config: CalibrationConfig, checkpoint: Path, data: Assembled, val_fold: int, work_dir: Path
+    config: CalibrationConfig,
+    checkpoint: Path,
+    data: Assembled,
+    val_fold: int,
+    work_dir: Path,
+    oof: Path | None = None,
 ) -> Calibrated:
     """Score the held-out fold with the best checkpoint, then choose per-tag thresholds on it
-    (report, plots, summary); the model never saw these images."""
+    (report, plots, summary); the model never saw these images.
+
+    oof: cross-fitted out-of-fold predictions (flows/crossfit.py): thresholds are chosen on
+    every fold but `val_fold` instead, and checked on the final model's `val_fold`.
+    """
     from flows.heldout import write_heldout_predictions
     from tagger.calibrate.job import CalibrateJobConfig, run_calibrate_job
 
     out = stage_dir(
-        work_dir, "calibrate", config=config, checkpoint=checkpoint, data=data, val_fold=val_fold
-    )
+        work_dir, "calibrate", config=config, checkpoint=checkpoint, data=data,
+        val_fold=val_fold, oof=oof,
+    )  # fmt: skip
     predictions = write_heldout_predictions(
         checkpoint, data.manifest, data.cache_dir, val_fold, out / "heldout_predictions.parquet"
     )
     job = CalibrateJobConfig(
-        predictions=predictions,
+        predictions=predictions if oof is None else oof,
         manifest=data.manifest,
         taxonomy=data.taxonomy,
-        calib_folds=(val_fold,),
+        calib_folds=(val_fold,) if oof is None else None,  # None: every fold but the check's
+        check_folds=() if oof is None else (val_fold,),
+        check_predictions=None if oof is None else predictions,
         output_dir=out,
         calibration=config,
     )
@@ -379,9 +393,13 @@ def retrain(
         assert isinstance(cfg.assemble, AssemblyConfig)  # load_config read the YAML
         assembly = cfg.assemble
     data = stage(assemble_data)(assembly, source_files(assembly), work)
+    oof = None
+    if cfg.crossfit.enabled:
+        crossfit = cfg.crossfit.library_config()
+        oof = stage(crossfit_predictions)(crossfit, cfg.train, data, work).predictions
     trained = stage(train_tagger)(cfg.train, data, tracking, work)
     calibrated = stage(calibrate_thresholds)(
-        cfg.calibrate, trained.checkpoint, data, cfg.heldout_fold, work
+        cfg.calibrate, trained.checkpoint, data, cfg.heldout_fold, work, oof
     )
     bundle = stage(package_bundle)(trained.checkpoint, calibrated, data, work)
     metrics = stage(log_evaluation)(calibrated, trained, data, tracking)
