@@ -96,6 +96,27 @@ def oof_predictions(
     return read_predictions(write_predictions(pred, path))
 
 
+def finished_models(work: Path) -> Predictions:
+    """The out-of-fold rows of the cross-fit models that have finished (`--use-finished`: a
+    partial result while the others still train)."""
+    parts = []
+    m = 0
+    while (work / "crossfit" / f"model_{m}.parquet").exists():
+        parts.append(read_predictions(work / "crossfit" / f"model_{m}.parquet"))
+        m += 1
+    if not parts:
+        raise SystemExit(f"no finished cross-fit model in {work / 'crossfit'}")
+    print(f"using the {len(parts)} finished cross-fit model(s) only", flush=True)
+    return Predictions(
+        image_ids=np.concatenate([p.image_ids for p in parts]),
+        folds=np.concatenate([p.folds for p in parts]),
+        probs=np.concatenate([p.probs for p in parts]),
+        tag_ids=parts[0].tag_ids,
+        scored_by=np.concatenate([np.full(len(p.image_ids), i) for i, p in enumerate(parts)]),
+        models=tuple(p.train_folds for p in parts),
+    )
+
+
 def model0_on_test(
     cfg: TrainConfig, oof: Predictions, manifest: pd.DataFrame, taxonomy: Taxonomy,
     test_folds: list[int], work: Path,
@@ -172,6 +193,8 @@ def main() -> None:
     parser.add_argument("--bound", default="clopper_pearson")
     parser.add_argument("--target", type=float, default=0.9)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--use-finished", action="store_true",
+                        help="calibrate with the cross-fit models finished so far")  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path("/tmp/heldout_thresholds"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -198,7 +221,10 @@ def main() -> None:
         )
     )
     start = time.perf_counter()
-    oof = oof_predictions(cfg, manifest, taxonomy, test_folds, args.k, args.work)
+    if args.use_finished:
+        oof = finished_models(args.work)
+    else:
+        oof = oof_predictions(cfg, manifest, taxonomy, test_folds, args.k, args.work)
     final = model0_on_test(cfg, oof, manifest, taxonomy, test_folds, args.work)
     print(f"predictions ready after {time.perf_counter() - start:.0f} s (cached ones: 0 s)")
 

@@ -12,6 +12,14 @@ MLflow registry calls retry (a tracking server can be briefly unreachable). `@ch
 only in the last stage, and only to a model that does not lose to the current one: a failed
 stage anywhere leaves it where it was. Each run ends with a markdown artifact
 (`retrain-summary`): data in, headline metrics, the promotion decision, what to open in MLflow.
+
+With `crossfit.enabled` (flows/crossfit.py) the thresholds are chosen on the out-of-fold
+probabilities of every fold but the held-out one (`train.data.val_fold`), and the final model
+still holds that one fold out: it is the only data no part of the run has seen, so the
+calibrate stage checks the thresholds there on the final model's scores (does a cross-fitted
+threshold transfer to the final model?), best-checkpoint selection stays on it as before, and
+promotion compares candidate and champion on it. Training the final model on every fold
+would leave promotion nothing unseen to compare on.
 """
 
 from __future__ import annotations

@@ -250,6 +250,8 @@ def summarize_calibration(calibration: Calibration, check: CheckResult | None) -
     }
     if check is not None:
         summary["check"] = check.summary
+        # flat too: the retrain summary and MLflow show top-level figures
+        summary |= {f"check_{k}": float(v) for k, v in check.summary.items()}
     return summary
 
 

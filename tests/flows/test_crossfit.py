@@ -118,3 +118,28 @@ def test_retrain_config_has_a_crossfit_section(tmp_path: Path) -> None:
     assert isinstance(cfg.crossfit, CrossFitStage) and cfg.crossfit.enabled
     assert cfg.crossfit.library_config() == CrossFitConfig(k=3, epochs=2)
     assert not parse_retrain_config({"work_dir": str(tmp_path), "demo": {}}).crossfit.enabled
+
+
+def test_calibrate_stage_reads_the_oof_file_and_checks_on_the_final_model(
+    data: tuple[SyntheticData, Assembled], tmp_path: Path
+) -> None:
+    from flows.retrain import calibrate_thresholds, training_config
+    from tagger.calibrate.thresholds import CalibrationConfig, read_thresholds
+    from tagger.train.training import load_training_inputs, train
+
+    _, assembled = data
+    work = tmp_path / "work"
+    oof = crossfit_predictions.fn(CrossFitConfig(), TRAIN, assembled, work)
+    cfg = training_config(TRAIN, assembled, tmp_path / "final")
+    manifest, taxonomy = load_training_inputs(cfg)
+    final = train(cfg, manifest, taxonomy)  # validation fold 0: the held-out fold
+    config = CalibrationConfig(min_positives=1, min_negatives=1, target_precision=0.5)
+    calibrated = calibrate_thresholds.fn(
+        config, final.best_checkpoint, assembled, 0, work, oof.predictions
+    )
+    method = read_thresholds(calibrated.thresholds, taxonomy).method
+    assert method["scores"] == "crossfit" and method["k"] == 3
+    assert method["calib_folds"] == [1, 2]  # every fold but the held-out one
+    assert calibrated.summary["check"]["tags_meeting_target"] >= 0  # checked on fold 0
+    check = pd.read_csv(calibrated.report.parent / "check_report.csv")
+    assert (check["support_pos"] + check["support_neg"]).max() <= 4  # fold 0: 4 images
