@@ -152,6 +152,8 @@ def check(
     manifest: pd.DataFrame,
     taxonomy: Taxonomy,
     config: CalibrationConfig,
+    *,
+    quiet: bool = False,
 ) -> dict[str, float]:
     """Thresholds from `calib` on `calib_folds`, checked with `final` on the test folds."""
     probs, targets, known, folds = align_predictions(calib, manifest, taxonomy)
@@ -162,6 +164,9 @@ def check(
     fp, ft, fk, ff = align_predictions(final, manifest, taxonomy)
     test = np.isin(ff, test_folds)
     report = check_thresholds(fp[test], ft[test], fk[test], calibration)
+    summary = summarize_check(report)
+    if quiet:
+        return summary
     meeting = report[report["meets_target"].astype(bool)]
     cols = ["tag", "threshold", "precision_calib", "precision", "recall", "tp", "fp",
             "support_pos"]  # fmt: skip
@@ -173,7 +178,6 @@ def check(
           f"({int(np.isin(folds, calib_folds).sum())} images), checked on {test_folds} "
           f"({int(test.sum())} images)")  # fmt: skip
     print(shown.to_string(max_rows=200, float_format=lambda x: f"{x:.3f}"))
-    summary = summarize_check(report)
     print({k: round(v, 3) for k, v in summary.items()})
     return summary
 
@@ -238,6 +242,20 @@ def main() -> None:
     oof_folds = sorted({int(f) for f in oof.folds})
     new = check(f"new: cross-fitted (k={args.k}) + {args.bound} bound at {args.level}", oof,
                 oof_folds, final, test_folds, manifest, taxonomy, new_cfg)  # fmt: skip
+    variants = [("cross-fitted, point estimate", {"bound": "none"})] + [
+        (f"cross-fitted, {b} {lv}", {"bound": b, "level": lv})
+        for b, lv in (("clopper_pearson", 0.8), ("clopper_pearson", 0.9), ("wilson", 0.95))
+    ]
+    rows = [("old: one fold, point estimate", old), (f"new: cross-fitted, {args.bound} "
+             f"{args.level}", new)]  # fmt: skip
+    for name, update in variants:
+        rows.append((name, check(name, oof, oof_folds, final, test_folds, manifest, taxonomy,
+                                 old_cfg.model_copy(update=update), quiet=True)))  # fmt: skip
+    print("\nmethod                                   tags_ok  within_0.05  median  micro")
+    for name, r in rows:
+        print(f"{name:40s} {int(r['tags_meeting_target']):7d}  "
+              f"{r['share_within_tolerance']:11.3f}  {r['median_precision']:6.3f}  "
+              f"{r['micro_precision']:5.3f}")  # fmt: skip
     ratio = new["tags_meeting_target"] / max(old["tags_meeting_target"], 1.0)
     print(
         f"RESULT heldout_thresholds tags_ok={int(new['tags_meeting_target'])} "
