@@ -120,3 +120,21 @@ def test_bundle_knows_what_it_was_trained_on(tmp_path: Path) -> None:
 def test_a_missing_bundle_says_it_does_not_exist(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="no such model bundle directory"):
         read_bundle(tmp_path / "nope")
+
+
+def test_bundle_records_how_its_thresholds_were_chosen(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tagger.bundle.model_bundle import with_thresholds
+
+    bundle = make_bundle()
+    method = {"scores": "crossfit", "k": 5, "calib_folds": [1, 2], "bound": "clopper_pearson",
+              "level": 0.95}  # fmt: skip
+    calibration = Calibration(
+        bundle.thresholds, bundle.threshold_report, bundle.calibration_config, method=method
+    )
+    back = load_bundle(save_bundle(with_thresholds(bundle, calibration), tmp_path / "b"))
+    assert back.calibration_method == method
+    assert back.calibration_config.bound == bundle.calibration_config.bound
+    old = load_bundle(save_bundle(replace(bundle, calibration_method={}), tmp_path / "old"))
+    assert old.calibration_method == {}
