@@ -98,7 +98,9 @@ def api_suggestions(
     labels = labels[labels["score"].astype(float) >= min_score]
     key_to_id = _join_images(table.images, manifest)
     rows: list[tuple[str, str, float]] = []
-    for key, label, score in zip(labels["image_key"], labels["label"], labels["score"], strict=True):
+    for key, label, score in zip(
+        labels["image_key"], labels["label"], labels["score"], strict=True
+    ):
         image_id = key_to_id.get(str(key))
         if image_id is None:
             continue
@@ -109,8 +111,13 @@ def api_suggestions(
 
 def _join_images(images: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, str]:
     """API image_key -> manifest image_id, by resolved path first, then by content hash."""
-    by_path = {str(Path(p).resolve()): i for p, i in zip(manifest["path"], manifest["image_id"])}
-    by_hash = {h: i for h, i in zip(manifest["content_hash"], manifest["image_id"]) if h}
+    by_path = {
+        str(Path(p).resolve()): i
+        for p, i in zip(manifest["path"], manifest["image_id"], strict=True)
+    }
+    by_hash = {
+        h: i for h, i in zip(manifest["content_hash"], manifest["image_id"], strict=True) if h
+    }
     out: dict[str, str] = {}
     for key, path in zip(images["image_key"], images["path"], strict=True):
         image_id = by_path.get(str(Path(path).resolve()))
@@ -150,7 +157,9 @@ def propose_pseudo_labels(
     inside = (rows >= 0) & (cols >= 0)
     merged, rows, cols = merged[inside].reset_index(drop=True), rows[inside], cols[inside]
     has_model, has_api = merged["model_prob"].notna(), merged["api_score"].notna()
-    merged["source"] = np.where(has_model & has_api, "model+api", np.where(has_model, "model", "api"))
+    merged["source"] = np.where(
+        has_model & has_api, "model+api", np.where(has_model, "model", "api")
+    )
     is_known = known[rows, cols]
     label = targets[rows, cols] > 0.5
     pseudo = merged[~is_known].copy()
