@@ -77,9 +77,10 @@ def build_review_queue(
     if config.include_pseudo:
         waiting = pseudo[~pseudo["accepted"]] if "accepted" in pseudo else pseudo
         items.append(_from_suggestions(waiting, "pseudo", config.pseudo_weight))
-    frame = pd.concat([i for i in items if not i.empty], ignore_index=True)
-    if frame.empty:
+    items = [i for i in items if not i.empty]
+    if not items:
         return pd.DataFrame(columns=QUEUE_COLUMNS)
+    frame = pd.concat(items, ignore_index=True)
     rarity = frame["tag"].map(tag_rarity(positives)).fillna(1.0)
     frame["priority"] = frame["suspicion"] * (1.0 + config.rarity_weight * rarity)
     frame = _merge_same_cell(frame)
