@@ -123,10 +123,14 @@ def apply_label_changes(
                 }
             )
     order = {t: i for i, t in enumerate(taxonomy.tag_ids)}
-    for row in touched:
-        out.at[row, "tags"] = np.asarray(sorted(tags[row], key=order.__getitem__), dtype=object)
-        out.at[row, "known"] = np.asarray(sorted(known[row], key=order.__getitem__), dtype=object)
-        out.at[row, "provenance"] = np.asarray(provenance[row], dtype=object)
+    for column, values in (("tags", tags), ("known", known), ("provenance", provenance)):
+        cells = list(out[column])
+        for row in touched:
+            value = values[row]
+            cells[row] = (
+                sorted(value, key=order.__getitem__) if isinstance(value, set) else list(value)
+            )
+        out[column] = pd.Series(cells, index=out.index, dtype=object)
     return out, pd.DataFrame(log, columns=CHANGE_COLUMNS)
 
 

@@ -130,9 +130,8 @@ def feedback_evidence(rows: pd.DataFrame) -> pd.DataFrame:
         users=("user", lambda s: ",".join(sorted(set(s)))),
         sources=("source", lambda s: ";".join(s)),
     ).reset_index()
-    rejects = out["votes"] - out["accepts"]
-    out = out[out["accepts"] != rejects].copy()
-    out["value"] = (out["accepts"] > rejects).astype(np.int8)
+    out = out[2 * out["accepts"] != out["votes"]].copy()  # a tie is no evidence
+    out["value"] = (2 * out["accepts"] > out["votes"]).astype(np.int8)
     return out[["image_id", "tag", "value", "votes", "users", "sources"]].reset_index(drop=True)
 
 
