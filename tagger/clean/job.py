@@ -20,11 +20,12 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from label_system.mapping import SourceMapping, identity_mapping, load_mapping
 from label_system.taxonomy import Taxonomy, load_default_taxonomy, load_taxonomy
-from tagger.clean.changes import apply_label_changes, write_manifest_version
+from tagger.clean.changes import ManifestVersion, apply_label_changes, write_manifest_version
 from tagger.clean.export import (
     DEFAULT_IMAGE_URL,
     label_studio_tasks,
@@ -40,7 +41,13 @@ from tagger.clean.pseudo import (
     model_suggestions,
     propose_pseudo_labels,
 )
-from tagger.clean.queue import QueueConfig, build_review_queue
+from tagger.clean.queue import QUEUE_COLUMNS, QueueConfig, build_review_queue
+from tagger.clean.review import (
+    check_decisions,
+    decisions_to_changes,
+    read_decisions_csv,
+    read_label_studio_export,
+)
 from tagger.data.images import hash_file
 from tagger.data.manifest import read_manifest, targets_from_manifest
 from tagger.data.readers.api import VOCABULARY, read_api_predictions
@@ -100,7 +107,53 @@ class CleanOutputs:
 
 
 def load_clean_taxonomy(path: str | Path | None) -> Taxonomy:
+    """The taxonomy YAML at `path`, or the shipped one."""
     return load_taxonomy(path) if path else load_default_taxonomy()
+
+
+def load_clean_config(
+    path: str | Path | None, overrides: dict[str, Any] | None = None
+) -> CleanConfig:
+    """A CleanConfig from YAML (relative paths against its folder) with nested overrides."""
+    data: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of clean settings")
+        data, base = loaded, path.resolve().parent
+    for key, value in (overrides or {}).items():
+        data[key] = (data.get(key) or {}) | value if isinstance(value, dict) else value
+    try:
+        config = CleanConfig.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"{path or 'clean config'}: {where}: {first['msg']}") from None
+    return resolve_clean_paths(config, base)
+
+
+def resolve_clean_paths(config: CleanConfig, base: Path) -> CleanConfig:
+    """`config` with relative file paths made absolute against `base`."""
+
+    def absolute(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else (base / p).resolve())
+
+    api = config.api_predictions
+    if api is not None:
+        api = api.model_copy(
+            update={
+                "json_path": absolute(api.json_path),
+                "images_dir": absolute(api.images_dir),
+                "mapping": absolute(api.mapping),
+            }
+        )
+    export = config.export.model_copy(update={"image_root": absolute(config.export.image_root)})
+    feedback = tuple(p for p in (absolute(f) for f in config.feedback) if p is not None)
+    return config.model_copy(
+        update={"api_predictions": api, "feedback": feedback, "export": export}
+    )
 
 
 def check_out_of_fold(pred: Predictions) -> None:
@@ -335,3 +388,70 @@ def _summary(
         "queue": len(queue),
         "queue_by_kind": queue["kind"].value_counts().to_dict() if len(queue) else {},
     }
+
+
+def export_review(
+    clean_dir: str | Path,
+    output_dir: str | Path,
+    taxonomy: Taxonomy,
+    *,
+    top: int | None = None,
+    thumbnails: Literal["embed", "relative"] = "embed",
+    thumb_size: int = 160,
+    image_url: str = DEFAULT_IMAGE_URL,
+    image_root: Path | None = None,
+) -> tuple[Path, Path, Path]:
+    """(Re)export a clean folder's queue: `(contact sheet, Label Studio tasks, config XML)`."""
+    clean_dir, out = Path(clean_dir), Path(output_dir)
+    summary = json.loads((clean_dir / "summary.json").read_text(encoding="utf-8"))
+    manifest = read_manifest(summary["manifest"])
+    queue = pd.read_csv(clean_dir / "queue.csv")[QUEUE_COLUMNS]
+    if top is not None:
+        queue = queue.head(top)
+    sheet = write_contact_sheet(
+        queue,
+        manifest,
+        taxonomy,
+        out / "contact_sheet.html",
+        thumbnails=thumbnails,
+        thumb_size=thumb_size,
+    )
+    tasks = label_studio_tasks(
+        queue,
+        manifest,
+        taxonomy,
+        summary["manifest_sha256"],
+        image_url=image_url,
+        image_root=image_root,
+    )
+    tasks_path, config_path = write_label_studio(tasks, out)
+    return sheet, tasks_path, config_path
+
+
+def import_review(
+    decisions_path: str | Path,
+    manifest_path: str | Path,
+    output_dir: str | Path,
+    taxonomy: Taxonomy,
+    *,
+    file_format: Literal["auto", "csv", "labelstudio"] = "auto",
+) -> ManifestVersion:
+    """Reviewed decisions -> a new manifest version (provenance `reviewed`, change log).
+
+    Refuses (naming the row) unknown images, unknown tags, and decisions made against another
+    manifest than `manifest_path` (stale base).
+    """
+    decisions_path = Path(decisions_path)
+    if file_format == "auto":
+        file_format = "csv" if decisions_path.suffix.lower() == ".csv" else "labelstudio"
+    decisions = (
+        read_decisions_csv(decisions_path)
+        if file_format == "csv"
+        else read_label_studio_export(decisions_path)
+    )
+    manifest = read_manifest(manifest_path)
+    check_decisions(decisions, manifest, taxonomy, hash_file(manifest_path))
+    new, log = apply_label_changes(manifest, decisions_to_changes(decisions), taxonomy)
+    return write_manifest_version(
+        new, log, manifest_path, output_dir, description=f"review import: {decisions_path.name}"
+    )
