@@ -4,6 +4,12 @@ predictions file (Parquet) that carries them between stages.
 A predictions file holds, per image, its id, its fold and the probabilities, with the tag ids
 and the folds the model trained on in its metadata. The held-out and out-of-fold predictions
 that calibration, fusion, priors and cleaning read are all in this format.
+
+Out-of-fold (cross-fitted, `tagger.train.crossfit`) files score each row with one of several
+models: a `scored_by` column names the model per row, and the metadata lists each model's
+training folds (`models`); the rule "a row's fold is never among its model's training folds" is
+checked on write and on read (`check_out_of_fold`). Files without them (one model, its training
+folds in `train_folds`) read as before.
 """
 
 from __future__ import annotations
@@ -98,6 +104,48 @@ class Predictions:
     probs: np.ndarray
     tag_ids: tuple[str, ...]
     train_folds: tuple[int, ...] = ()  # folds the scoring model saw; () = out-of-fold
+    # cross-fitted files: row i was scored by model scored_by[i], trained on models[scored_by[i]]
+    scored_by: np.ndarray | None = None  # [N] int
+    models: tuple[tuple[int, ...], ...] = ()
+
+    def row_train_folds(self) -> list[tuple[int, ...]]:
+        """The folds the model that scored each row trained on, `[N]` tuples."""
+        if self.scored_by is None:
+            return [self.train_folds] * len(self.image_ids)
+        return [self.models[int(m)] for m in self.scored_by]
+
+
+OUT_OF_FOLD_RULE = (
+    "row i was scored by model scored_by[i], trained only on the folds models[scored_by[i]], "
+    "which never include the row's fold"
+)
+
+
+def check_out_of_fold(pred: Predictions, where: str = "predictions") -> None:
+    """Raise a ValueError when a row was scored by a model that trained on the row's fold.
+
+    Also checks the cross-fit fields fit together (`scored_by` indexes `models`). A file of one
+    model (no `scored_by`) passes: its `train_folds` are checked where folds are chosen.
+    """
+    if pred.scored_by is None:
+        return  # one model: its training folds are `train_folds`, refused by the calibrate job
+    scored_by = np.asarray(pred.scored_by)
+    if len(scored_by) != len(pred.image_ids):
+        raise ValueError(f"{where}: scored_by has {len(scored_by)} rows, {len(pred.image_ids)} ids")
+    if len(scored_by) and (scored_by.min() < 0 or scored_by.max() >= len(pred.models)):
+        raise ValueError(
+            f"{where}: scored_by values must index the {len(pred.models)} models; got "
+            f"{int(scored_by.min())}..{int(scored_by.max())}"
+        )
+    for m, folds in enumerate(pred.models):
+        rows = np.flatnonzero(scored_by == m)
+        bad = rows[np.isin(np.asarray(pred.folds)[rows], list(folds))]
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"{where}: row {i} (image {pred.image_ids[i]!r}, fold {int(pred.folds[i])}) was "
+                f"scored by model {m}, which trained on folds {list(folds)}: not out-of-fold"
+            )
 
 
 def write_predictions(pred: Predictions, path: str | Path) -> Path:
@@ -109,19 +157,23 @@ def write_predictions(pred: Predictions, path: str | Path) -> Path:
             f"predictions: probs {pred.probs.shape}, {len(pred.image_ids)} image "
             f"ids, {len(pred.folds)} folds, {len(pred.tag_ids)} tag ids"
         )
+    check_out_of_fold(pred, str(path))
     flat = pa.array(np.ascontiguousarray(pred.probs, dtype=np.float32).ravel())
-    meta = {
+    meta: dict[str, Any] = {
         "format": PREDICTIONS_FORMAT,
         "tag_ids": list(pred.tag_ids),
         "train_folds": [int(f) for f in pred.train_folds],
     }
-    table = pa.table(
-        {
-            "image_id": pa.array([str(i) for i in pred.image_ids], pa.string()),
-            "fold": pa.array(np.asarray(pred.folds, dtype=np.int16)),
-            "probs": pa.FixedSizeListArray.from_arrays(flat, t),
-        }
-    ).replace_schema_metadata({"tagger": json.dumps(meta)})
+    columns = {
+        "image_id": pa.array([str(i) for i in pred.image_ids], pa.string()),
+        "fold": pa.array(np.asarray(pred.folds, dtype=np.int16)),
+        "probs": pa.FixedSizeListArray.from_arrays(flat, t),
+    }
+    if pred.scored_by is not None:
+        columns["scored_by"] = pa.array(np.asarray(pred.scored_by, dtype=np.int16))
+        meta["models"] = [[int(f) for f in folds] for folds in pred.models]
+        meta["rule"] = OUT_OF_FOLD_RULE
+    table = pa.table(columns).replace_schema_metadata({"tagger": json.dumps(meta)})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     pq.write_table(table, tmp)
@@ -130,7 +182,8 @@ def write_predictions(pred: Predictions, path: str | Path) -> Path:
 
 
 def read_predictions(path: str | Path) -> Predictions:
-    """Read a predictions file written by `write_predictions`."""
+    """Read a predictions file written by `write_predictions` (cross-fitted ones are checked
+    to be out-of-fold)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"predictions file not found: {path}")
@@ -145,13 +198,20 @@ def read_predictions(path: str | Path) -> Predictions:
     t = len(meta["tag_ids"])
     column = table.column("probs").combine_chunks()
     probs = column.flatten().to_numpy(zero_copy_only=False).reshape(len(table), t)
-    return Predictions(
+    scored_by = None
+    if "scored_by" in table.column_names:
+        scored_by = table.column("scored_by").to_numpy().astype(np.int64)
+    pred = Predictions(
         image_ids=np.asarray(table.column("image_id").to_pylist(), dtype=object),
         folds=table.column("fold").to_numpy().astype(np.int64),
         probs=probs.astype(np.float32, copy=False),
         tag_ids=tuple(meta["tag_ids"]),
         train_folds=tuple(int(f) for f in meta.get("train_folds", [])),
+        scored_by=scored_by,
+        models=tuple(tuple(int(f) for f in m) for m in meta.get("models", [])),
     )
+    check_out_of_fold(pred, str(path))
+    return pred
 
 
 def align_predictions(
