@@ -1,4 +1,5 @@
-"""Prefect flow `retrain`: assemble -> train -> calibrate -> bundle -> register -> promote.
+"""Prefect flow `retrain`: assemble -> [clean] -> train -> calibrate -> bundle -> register ->
+promote.
 
     python -m flows.retrain flows/configs/retrain_demo.yaml [--set train.schedule.epochs=2]
     prefect deployment run 'retrain/retrain-manual'          # through deploy/prefect.yaml
@@ -29,6 +30,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.caching import persisted, stage_dir
+from flows.clean import clean_for_training
 from flows.config import RetrainConfig, load_retrain_config, with_overrides
 from flows.stages import (
     Assembled,
@@ -379,6 +381,8 @@ def retrain(
         assert isinstance(cfg.assemble, AssemblyConfig)  # load_config read the YAML
         assembly = cfg.assemble
     data = stage(assemble_data)(assembly, source_files(assembly), work)
+    if cfg.cleaning.enabled:  # flows/clean.py: out-of-fold issues, review queue, new manifest
+        data = clean_for_training(cfg.cleaning, cfg.train, data, tracking, work, stage)
     trained = stage(train_tagger)(cfg.train, data, tracking, work)
     calibrated = stage(calibrate_thresholds)(
         cfg.calibrate, trained.checkpoint, data, cfg.heldout_fold, work

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -90,6 +90,9 @@ class CleanConfig(BaseModel):
     export: ExportConfig = ExportConfig()
 
 
+C = TypeVar("C", bound=CleanConfig)
+
+
 @dataclass(frozen=True)
 class CleanOutputs:
     """Where the clean job wrote its files, and its figures."""
@@ -134,7 +137,7 @@ def load_clean_config(
     return resolve_clean_paths(config, base)
 
 
-def resolve_clean_paths(config: CleanConfig, base: Path) -> CleanConfig:
+def resolve_clean_paths(config: C, base: Path) -> C:
     """`config` with relative file paths made absolute against `base`."""
 
     def absolute(p: Path | None) -> Path | None:
