@@ -26,6 +26,7 @@ from prefect import flow, task
 from pydantic import BaseModel, ConfigDict
 
 from flows.caching import persisted, stage_dir
+from flows.config import RetrainConfig
 from flows.retrain import DEFAULT_CONFIG, load_config, parse_set, retrain
 from flows.stages import RetrainSummary
 from flows.tracking import Tracking, ensure_experiment, mlflow_uris, resolve_tracking
@@ -88,7 +89,7 @@ def log_review_import(reviewed: Reviewed, tracking: Tracking) -> str:
 def review_and_retrain(
     decisions: str,
     manifest: str,
-    config: str = DEFAULT_CONFIG,
+    config: RetrainConfig | str = DEFAULT_CONFIG,
     overrides: dict[str, Any] | None = None,
     taxonomy: str | None = None,
 ) -> RetrainSummary:
