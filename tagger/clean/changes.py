@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -124,13 +124,13 @@ def apply_label_changes(
             )
     order = {t: i for i, t in enumerate(taxonomy.tag_ids)}
     for column, values in (("tags", tags), ("known", known), ("provenance", provenance)):
-        cells = list(out[column])
+        column_cells: list[Any] = list(out[column])
         for row in touched:
             value = values[row]
-            cells[row] = (
+            column_cells[row] = (
                 sorted(value, key=order.__getitem__) if isinstance(value, set) else list(value)
             )
-        out[column] = pd.Series(cells, index=out.index, dtype=object)
+        out[column] = pd.Series(column_cells, index=out.index, dtype=object)
     return out, pd.DataFrame(log, columns=CHANGE_COLUMNS)
 
 
@@ -139,7 +139,7 @@ def _text(value: object) -> str:
 
 
 def _check_change(
-    change: dict[str, object], i: int, row_of: dict[str, int], taxonomy: Taxonomy
+    change: dict[Any, Any], i: int, row_of: dict[str, int], taxonomy: Taxonomy
 ) -> int:
     where = f"label change {i + 1} ({change.get('source')})"
     row = row_of.get(str(change["image_id"]))

@@ -41,7 +41,7 @@ def _images(queue: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
         yield str(image_id), queue[queue["image_id"] == image_id].sort_values("rank")
 
 
-def _lookup(manifest: pd.DataFrame) -> dict[str, dict[str, Any]]:
+def _lookup(manifest: pd.DataFrame) -> dict[str, Any]:
     return {
         str(r["image_id"]): r
         for r in manifest[["image_id", "path", "tags", "source"]].to_dict("records")
@@ -53,11 +53,11 @@ def _lookup(manifest: pd.DataFrame) -> dict[str, dict[str, Any]]:
 
 def thumbnail_data_uri(path: str | Path, size: int = 160) -> str:
     """A JPEG thumbnail (longest side `size`, EXIF orientation applied) as a data: URI."""
-    with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img).convert("RGB")
-        img.thumbnail((size, size))
-        buffer = io.BytesIO()
-        img.save(buffer, format="JPEG", quality=80)
+    with Image.open(path) as opened:
+        image = ImageOps.exif_transpose(opened).convert("RGB")
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -126,7 +126,7 @@ def _relative(target: Path, start: Path) -> str:
     return os.path.relpath(target.resolve(), start.resolve())
 
 
-def _item_html(item: dict[str, Any], taxonomy: Taxonomy) -> str:
+def _item_html(item: dict[Any, Any], taxonomy: Taxonomy) -> str:
     tag = taxonomy.tags[item["tag"]]
     add = item["suggested"] == "positive"
     verb = "add" if add else "remove"

@@ -144,8 +144,8 @@ def split_feedback(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`(fills, conflicts)`: verdicts on unknown cells, and verdicts contradicting a known label
     (with `label`, the current value). Verdicts that agree with the label are dropped."""
-    rows = pd.Index(np.asarray(image_ids, dtype=object)).get_indexer(evidence["image_id"])
-    cols = pd.Index(list(tag_ids)).get_indexer(evidence["tag"])
+    rows = pd.Index(np.asarray(image_ids, dtype=object)).get_indexer(pd.Index(evidence["image_id"]))
+    cols = pd.Index(list(tag_ids)).get_indexer(pd.Index(evidence["tag"]))
     is_known = known[rows, cols] if len(evidence) else np.zeros(0, bool)
     label = (targets[rows, cols] > 0.5).astype(np.int8) if len(evidence) else np.zeros(0, np.int8)
     fills = evidence[~is_known].reset_index(drop=True)

@@ -49,7 +49,7 @@ class IssueConfig(BaseModel):
 
     filter_by: FilterBy = "prune_by_noise_rate"
     backend: Literal["cleanlab", "numpy"] = "cleanlab"
-    min_class_count: int = Field(2, ge=1)
+    min_class_count: int = Field(default=2, ge=1)
 
     @model_validator(mode="after")
     def _numpy_filter(self) -> IssueConfig:

@@ -72,7 +72,7 @@ class ExportConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     thumbnails: Literal["embed", "relative"] = "embed"
-    thumb_size: int = Field(160, ge=32, le=1024)
+    thumb_size: int = Field(default=160, ge=32, le=1024)
     label_studio_image_url: str = DEFAULT_IMAGE_URL
     image_root: Path | None = None  # image paths in Label Studio URLs are relative to this
 

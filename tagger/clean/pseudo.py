@@ -37,9 +37,9 @@ class PseudoConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    top_k: int = Field(5, ge=1)
-    min_confidence: float = Field(0.5, ge=0.0, le=1.0)
-    api_min_score: float = Field(0.5, ge=0.0, le=1.0)
+    top_k: int = Field(default=5, ge=1)
+    min_confidence: float = Field(default=0.5, ge=0.0, le=1.0)
+    api_min_score: float = Field(default=0.5, ge=0.0, le=1.0)
     auto_accept: bool = False
 
 
@@ -106,7 +106,7 @@ def api_suggestions(
             continue
         rows.extend((image_id, tag, float(score)) for tag in mapping.tags_for(str(label)))
     out = pd.DataFrame(rows, columns=["image_id", "tag", "score"])
-    return out.groupby(["image_id", "tag"], as_index=False, sort=True)["score"].max()
+    return out.groupby(["image_id", "tag"], sort=True)["score"].max().reset_index()
 
 
 def _join_images(images: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, str]:
@@ -152,8 +152,8 @@ def propose_pseudo_labels(
     )
     row_of = pd.Index(np.asarray(image_ids, dtype=object))
     col_of = pd.Index(list(tag_ids))
-    rows = row_of.get_indexer(merged["image_id"])
-    cols = col_of.get_indexer(merged["tag"])
+    rows = row_of.get_indexer(pd.Index(merged["image_id"]))
+    cols = col_of.get_indexer(pd.Index(merged["tag"]))
     inside = (rows >= 0) & (cols >= 0)
     merged, rows, cols = merged[inside].reset_index(drop=True), rows[inside], cols[inside]
     has_model, has_api = merged["model_prob"].notna(), merged["api_score"].notna()

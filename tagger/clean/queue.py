@@ -44,17 +44,18 @@ class QueueConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_per_tag: int = Field(50, ge=1)
-    max_items: int = Field(1000, ge=1)
-    rarity_weight: float = Field(1.0, ge=0.0)
-    pseudo_weight: float = Field(0.5, ge=0.0, le=1.0)
+    max_per_tag: int = Field(default=50, ge=1)
+    max_items: int = Field(default=1000, ge=1)
+    rarity_weight: float = Field(default=1.0, ge=0.0)
+    pseudo_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     include_pseudo: bool = True
 
 
 def tag_rarity(positives: pd.Series) -> pd.Series:
     """Rarity in 0..1 per tag from its known positives (0: the most common tag)."""
     top = float(np.log1p(max(int(positives.max()), 1))) if len(positives) else 1.0
-    return 1.0 - np.log1p(positives.clip(lower=0).astype(float)) / top
+    rarity = 1.0 - np.log1p(positives.clip(lower=0).to_numpy(dtype=float)) / top
+    return pd.Series(rarity, index=positives.index)
 
 
 def build_review_queue(
