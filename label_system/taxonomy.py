@@ -46,8 +46,10 @@ class Guideline(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     counts: str = Field(description="what counts as the tag (visible, in the photo)")
-    excludes: str = Field("", description="what does not count, even if related")
-    look_alikes: tuple[str, ...] = Field((), description="things often confused with the tag")
+    excludes: str = Field(default="", description="what does not count, even if related")
+    look_alikes: tuple[str, ...] = Field(
+        default=(), description="things often confused with the tag"
+    )
 
     def to_text(self) -> str:
         """One paragraph: 'Counts: ... Does not count: ... Look-alikes: ...'."""
