@@ -159,7 +159,7 @@ def resolve_clean_paths(config: C, base: Path) -> C:
     )
 
 
-def check_out_of_fold(pred: Predictions) -> None:
+def refuse_in_sample(pred: Predictions) -> None:
     """Refuse predictions scored by a model that saw the images (in-sample scores)."""
     seen = set(pred.train_folds)
     inside = np.isin(pred.folds, list(seen)) if seen else np.zeros(len(pred.folds), bool)
@@ -184,7 +184,7 @@ def run_clean(
     taxonomy = taxonomy or load_default_taxonomy()
     manifest = read_manifest(manifest_path)
     pred = read_predictions(predictions_path)
-    check_out_of_fold(pred)
+    refuse_in_sample(pred)  # cross-fitted files are checked row by row when read
     probs, ids = _aligned_probs(pred, manifest, taxonomy)
     targets, known = targets_from_manifest(manifest, taxonomy)
     all_ids = manifest["image_id"].to_numpy(dtype=object)
@@ -315,11 +315,10 @@ def _applied_changes(pseudo: pd.DataFrame, fills: pd.DataFrame) -> pd.DataFrame:
             }
         ),
     ]
-    return (
-        pd.concat([p for p in parts if len(p)], ignore_index=True)
-        if any(len(p) for p in parts)
-        else pd.DataFrame(columns=["image_id", "tag", "new", "kind", "source"])
-    )
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=["image_id", "tag", "new", "kind", "source"])
+    return pd.concat(parts, ignore_index=True)
 
 
 def _write_tables(
