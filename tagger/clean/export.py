@@ -166,8 +166,10 @@ def label_studio_tasks(
     """Basic Label Studio JSON tasks, one per image in the queue, with our suggestion as a
     prediction.
 
-    image_url: a template with `{path}` (the image path, relative to `image_root` when given)
-    and `{image_id}`; the default serves files through Label Studio's local-files storage.
+    image_url: a template with `{path}` (the image path relative to `image_root`, or to "/"
+    without one) and `{image_id}`; the default serves files through Label Studio's local-files
+    storage (start Label Studio with LOCAL_FILES_SERVING_ENABLED=true and
+    LOCAL_FILES_DOCUMENT_ROOT set to `image_root`, or "/").
     """
     rows = _lookup(manifest)
     tasks = []
@@ -176,7 +178,9 @@ def label_studio_tasks(
         if row is None:
             raise ValueError(f"Label Studio export: image {image_id!r} is not in the manifest")
         path = Path(row["path"])
-        shown = _relative(path, Path(image_root)) if image_root else path.as_posix()
+        # Label Studio's local-files storage takes paths relative to its document root
+        # (LOCAL_FILES_DOCUMENT_ROOT): relative to `image_root`, else to "/"
+        shown = _relative(path, Path(image_root)) if image_root else path.as_posix().lstrip("/")
         review = items.to_dict("records")
         present = [i["tag"] for i in review if i["suggested"] == "positive"]
         guidelines = "".join(

@@ -202,7 +202,7 @@ def run_clean(
     )
 
     applied = _applied_changes(pseudo.pseudo, fills)
-    cleaned, changes = Path(manifest_path), None
+    cleaned, changes = Path(manifest_path).resolve(), None
     if len(applied):
         new_manifest, log = apply_label_changes(manifest, applied, taxonomy)
         version = write_manifest_version(
