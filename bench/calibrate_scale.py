@@ -11,6 +11,9 @@ scores float16 (2 bytes/cell: 2.0 GB at full size, what held-out probabilities a
 targets and known bool (1 byte/cell each). `--dtype float32` doubles the scores and switches
 the library from its histogram path to its sort path.
 
+Precision targets are judged by `--bound` (default the one-sided 95% Clopper-Pearson lower
+bound, as calibration does by default; `--bound none` = the point estimate).
+
 Baseline, same process: for a sample of tags, mask the tag's known cells and run
 `calibrate_tag_reference` (scikit-learn's `precision_recall_curve` + the policy), timed per tag
 and extrapolated to all tags. Identical = the vectorised thresholds equal the reference on every
@@ -76,6 +79,8 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=12, help="tags in the scikit-learn loop")
     ap.add_argument("--dtype", choices=["float16", "float32"], default="float16")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bound", choices=["none", "clopper_pearson", "wilson"],
+                    default="clopper_pearson")  # fmt: skip
     args = ap.parse_args()
     n, t = args.images, args.tags
     rng = np.random.default_rng(args.seed)
@@ -93,7 +98,7 @@ def main() -> None:
     overrides = {f"t{j}": PolicyOverride(policy=p) for j, p in enumerate(policies)}
     config = CalibrationConfig(
         target_precision=0.9, target_recall=0.8, min_positives=10, min_negatives=10,
-        fallback=("disabled",), tags=overrides,
+        fallback=("disabled",), tags=overrides, bound=args.bound,
     )  # fmt: skip
 
     tracemalloc.start()
@@ -114,7 +119,9 @@ def main() -> None:
         t0 = time.perf_counter()
         m = known[j]
         target = {"precision": 0.9, "recall": 0.8, "f1": math.nan}[policies[j]]
-        ref = calibrate_tag_reference(scores[j][m], targets[j][m], policies[j], target)
+        ref = calibrate_tag_reference(
+            scores[j][m], targets[j][m], policies[j], target, bound=args.bound
+        )
         ref_seconds += time.perf_counter() - t0
         got = cal.thresholds[j]
         if cal.report["status"][j] == "ok":

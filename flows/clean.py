@@ -4,8 +4,9 @@ feedback, the review queue and its exports -> the manifest to train on.
     data = clean_for_training(cfg.cleaning, cfg.train, data, tracking, work, stage)  # retrain.py
 
 Three tasks, each cached by content (`flows.caching`):
-- `crossfit-oof`: k cheap models over the manifest's folds score every image with a model that
-  never saw it (`tagger.train.crossfit.cross_fit`, settings `cleaning.crossfit`);
+- `crossfit-oof`: only when the retrain has no `crossfit` stage of its own (whose file is then
+  reused): k cheap models over the manifest's folds score every image with a model that never
+  saw it (`tagger.train.crossfit.cross_fit`, settings `cleaning.crossfit`);
 - `clean`: `tagger.clean.job.run_clean` on those probabilities; a new manifest version when
   pseudo labels were accepted or album feedback filled unknown cells;
 - `log-cleaning`: an MLflow run `clean` in the experiment with the issue counts per tag and per
@@ -161,10 +162,17 @@ def clean_for_training(
     tracking: Tracking,
     work_dir: Path,
     stage: Callable[[Any], Any],
+    predictions: Path | None = None,
 ) -> Assembled:
     """Run the clean stage's tasks (each wrapped by `stage`, the flow's caching) and return the
-    data to train on."""
-    predictions = stage(cross_fit_for_cleaning)(config, train, data, work_dir)
+    data to train on.
+
+    predictions: the retrain's own out-of-fold file (the `crossfit` stage, flows/crossfit.py)
+    when it has one: reused, not computed again; None: `crossfit-oof` computes one with the
+    `cleaning.crossfit` settings.
+    """
+    if predictions is None:
+        predictions = stage(cross_fit_for_cleaning)(config, train, data, work_dir)
     cleaned = stage(clean_labels)(config, data, predictions, work_dir)
     stage(log_cleaning)(cleaned, tracking)
     return cleaned.assembled  # type: ignore[no-any-return]

@@ -4,6 +4,7 @@
     demo: {size: 96, coco: 60}         # generate the demo sources ... or name real ones:
     assemble: shared_data.yaml         #   an assembly YAML, or its fields inline
     train: {model: {backbone: resnet18, image_size: 64}, schedule: {epochs: 1}}
+    crossfit: {enabled: true, k: 5}   # out-of-fold probabilities for calibration (and cleaning)
     calibrate: {target_precision: 0.9}
     promotion: {tolerance: 0.0}
     mlflow: {tracking_uri: null}       # null: sqlite:///<work_dir>/mlflow.db
@@ -24,6 +25,7 @@ from typing import Any, ClassVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from flows.crossfit import CrossFitStage
 from flows.tracking import TrackingConfig
 from tagger.calibrate.thresholds import CalibrationConfig
 from tagger.clean.job import CleanConfig, resolve_clean_paths
@@ -114,6 +116,7 @@ class RetrainConfig(BaseModel):
     demo: DemoConfig | None = None
     assemble: AssemblyConfig | Path | None = None
     train: TrainConfig = TrainConfig()
+    crossfit: CrossFitStage = CrossFitStage()
     calibrate: CalibrationConfig = CalibrationConfig()
     promotion: PromotionConfig = PromotionConfig()
     mlflow: TrackingConfig = TrackingConfig()

@@ -1,4 +1,5 @@
-"""Prefect flow `retrain`: assemble -> [clean] -> train -> calibrate -> bundle -> register ->
+"""Prefect flow `retrain`: assemble -> [crossfit] -> [clean] -> train -> calibrate -> bundle ->
+register ->
 promote.
 
     python -m flows.retrain flows/configs/retrain_demo.yaml [--set train.schedule.epochs=2]
@@ -12,6 +13,14 @@ MLflow registry calls retry (a tracking server can be briefly unreachable). `@ch
 only in the last stage, and only to a model that does not lose to the current one: a failed
 stage anywhere leaves it where it was. Each run ends with a markdown artifact
 (`retrain-summary`): data in, headline metrics, the promotion decision, what to open in MLflow.
+
+With `crossfit.enabled` (flows/crossfit.py) the thresholds are chosen on the out-of-fold
+probabilities of every fold but the held-out one (`train.data.val_fold`), and the final model
+still holds that one fold out: it is the only data no part of the run has seen, so the
+calibrate stage checks the thresholds there on the final model's scores (does a cross-fitted
+threshold transfer to the final model?), best-checkpoint selection stays on it as before, and
+promotion compares candidate and champion on it. Training the final model on every fold
+would leave promotion nothing unseen to compare on.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.caching import persisted, stage_dir
 from flows.clean import clean_for_training
 from flows.config import RetrainConfig, load_retrain_config, with_overrides
+from flows.crossfit import crossfit_predictions
 from flows.stages import (
     Assembled,
     Calibrated,
@@ -163,24 +173,36 @@ def train_tagger(
 
 @task(name="calibrate")
 def calibrate_thresholds(
-    config: CalibrationConfig, checkpoint: Path, data: Assembled, val_fold: int, work_dir: Path
+    config: CalibrationConfig,
+    checkpoint: Path,
+    data: Assembled,
+    val_fold: int,
+    work_dir: Path,
+    oof: Path | None = None,
 ) -> Calibrated:
     """Score the held-out fold with the best checkpoint, then choose per-tag thresholds on it
-    (report, plots, summary); the model never saw these images."""
+    (report, plots, summary); the model never saw these images.
+
+    oof: cross-fitted out-of-fold predictions (flows/crossfit.py): thresholds are chosen on
+    every fold but `val_fold` instead, and checked on the final model's `val_fold`.
+    """
     from flows.heldout import write_heldout_predictions
     from tagger.calibrate.job import CalibrateJobConfig, run_calibrate_job
 
     out = stage_dir(
-        work_dir, "calibrate", config=config, checkpoint=checkpoint, data=data, val_fold=val_fold
-    )
+        work_dir, "calibrate", config=config, checkpoint=checkpoint, data=data,
+        val_fold=val_fold, oof=oof,
+    )  # fmt: skip
     predictions = write_heldout_predictions(
         checkpoint, data.manifest, data.cache_dir, val_fold, out / "heldout_predictions.parquet"
     )
     job = CalibrateJobConfig(
-        predictions=predictions,
+        predictions=predictions if oof is None else oof,
         manifest=data.manifest,
         taxonomy=data.taxonomy,
-        calib_folds=(val_fold,),
+        calib_folds=(val_fold,) if oof is None else None,  # None: every fold but the check's
+        check_folds=() if oof is None else (val_fold,),
+        check_predictions=None if oof is None else predictions,
         output_dir=out,
         calibration=config,
     )
@@ -381,11 +403,15 @@ def retrain(
         assert isinstance(cfg.assemble, AssemblyConfig)  # load_config read the YAML
         assembly = cfg.assemble
     data = stage(assemble_data)(assembly, source_files(assembly), work)
+    oof = None
+    if cfg.crossfit.enabled:
+        crossfit = cfg.crossfit.library_config()
+        oof = stage(crossfit_predictions)(crossfit, cfg.train, data, work).predictions
     if cfg.cleaning.enabled:  # flows/clean.py: out-of-fold issues, review queue, new manifest
-        data = clean_for_training(cfg.cleaning, cfg.train, data, tracking, work, stage)
+        data = clean_for_training(cfg.cleaning, cfg.train, data, tracking, work, stage, oof)
     trained = stage(train_tagger)(cfg.train, data, tracking, work)
     calibrated = stage(calibrate_thresholds)(
-        cfg.calibrate, trained.checkpoint, data, cfg.heldout_fold, work
+        cfg.calibrate, trained.checkpoint, data, cfg.heldout_fold, work, oof
     )
     bundle = stage(package_bundle)(trained.checkpoint, calibrated, data, work)
     metrics = stage(log_evaluation)(calibrated, trained, data, tracking)

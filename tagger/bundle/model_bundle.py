@@ -7,7 +7,8 @@ Layout (every file but the optional ones is required; sha256 of each is in bundl
                         files {name: sha256}, metrics (headline)
     model.safetensors   network weights (state_dict); read without pickle
     taxonomy.yaml       the taxonomy snapshot (column order of scores and thresholds)
-    thresholds.json     per-tag thresholds, policy, status, reason (`tagger.calibrate.thresholds`)
+    thresholds.json     per-tag thresholds, policy, status, reason, bound; how they were chosen
+                        (`method`: cross-fitted or held-out scores, bound, level)
     metrics.json        evaluation metrics
     priors.yaml         prior rules (optional; `label_system.priors`)
     detector.json       detector settings (optional)
@@ -104,6 +105,7 @@ class Bundle:
     preprocessing: dict[str, Any]  # Preprocessing fields
     state_dict: dict[str, torch.Tensor]
     calibration_config: CalibrationConfig = field(default_factory=CalibrationConfig)
+    calibration_method: dict[str, Any] = field(default_factory=dict)  # Calibration.method
     dataset_hash: str = ""
     created_at: str = ""
     path: Path | None = None  # where it was loaded from
@@ -145,6 +147,7 @@ def create_bundle(
         preprocessing=preprocessing or default_preprocessing(model_config),
         state_dict={k: v.detach().to("cpu") for k, v in state.items()},
         calibration_config=calibration.config,
+        calibration_method=dict(calibration.method),
         dataset_hash=dataset_hash,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
@@ -182,7 +185,12 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
         yaml.safe_dump(bundle.taxonomy.to_dict(), sort_keys=False, allow_unicode=True),
         encoding="utf-8",
     )
-    calibration = Calibration(bundle.thresholds, bundle.threshold_report, bundle.calibration_config)
+    calibration = Calibration(
+        bundle.thresholds,
+        bundle.threshold_report,
+        bundle.calibration_config,
+        method=bundle.calibration_method,
+    )
     write_thresholds(calibration, tmp / THRESHOLDS_FILE, bundle.taxonomy)
     _write_json(tmp / METRICS_FILE, bundle.metrics)
     if bundle.detector is not None:
@@ -243,6 +251,7 @@ def read_bundle(directory: str | Path, trust_pickle: bool = False) -> Bundle:
         preprocessing=dict(meta["preprocessing"]),
         state_dict=_read_weights(directory / str(meta["weights"]), trust_pickle),
         calibration_config=calibration.config,
+        calibration_method=calibration.method,
         dataset_hash=str(meta.get("dataset_hash", "")),
         created_at=str(meta.get("created_at", "")),
         path=directory,
@@ -357,4 +366,5 @@ def with_thresholds(bundle: Bundle, calibration: Calibration) -> Bundle:
         thresholds=calibration.thresholds,
         threshold_report=calibration.report,
         calibration_config=calibration.config,
+        calibration_method=dict(calibration.method),
     )

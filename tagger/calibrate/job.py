@@ -10,6 +10,7 @@ Example job config (YAML)::
     manifest: work/assembled/manifest.parquet
     calib_folds: [3, 4]        # omit: every fold the model did not train on (all, for OOF)
     check_folds: [2]           # optional: held-out check on folds not used for calibration
+    # check_predictions: work/heldout.parquet  # ... read from another file (the final model)
     # check_split: 0.5         # ... or hold back a random share of the calibration rows
     output_dir: work/calibration
     calibration: {target_precision: 0.9, min_positives: 10, categories: {scenes: {policy: f1}}}
@@ -22,7 +23,7 @@ folds), plots/*.png, summary.json.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,7 +47,7 @@ from tagger.calibrate.thresholds import (
 from tagger.data.images import hash_file
 from tagger.data.manifest import read_manifest
 from tagger.metrics import mean_average_precision
-from tagger.train.predictions import align_predictions, read_predictions
+from tagger.train.predictions import Predictions, align_predictions, read_predictions
 
 
 class CalibrateJobConfig(BaseModel):
@@ -60,6 +61,9 @@ class CalibrateJobConfig(BaseModel):
     calib_folds: tuple[int, ...] | None = None  # None: every held-out fold not checked on
     check_folds: tuple[int, ...] = ()
     check_split: float = Field(default=0.0, ge=0.0, lt=1.0)  # share of calib rows held back
+    # check_folds read from this file instead (e.g. calibrate on cross-fitted out-of-fold
+    # predictions, check on the final model's held-out fold)
+    check_predictions: Path | None = None
     output_dir: Path
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     report_format: Literal["csv", "parquet"] = "csv"
@@ -70,6 +74,8 @@ class CalibrateJobConfig(BaseModel):
     def _one_check(self) -> CalibrateJobConfig:
         if self.check_folds and self.check_split:
             raise ValueError("give check_folds or check_split, not both")
+        if self.check_predictions is not None and not self.check_folds:
+            raise ValueError("check_predictions needs check_folds (the folds to check on)")
         return self
 
 
@@ -86,7 +92,7 @@ def load_calibrate_job_config(
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping of job settings")
         data, base = loaded, path.parent
-        for key in ("predictions", "manifest", "taxonomy", "output_dir"):
+        for key in ("predictions", "manifest", "taxonomy", "output_dir", "check_predictions"):
             if data.get(key) is not None:
                 data[key] = str((base / str(data[key])).expanduser())
     data |= {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -107,17 +113,37 @@ class CalibrateInputs:
     train_folds: tuple[int, ...]
     taxonomy: Taxonomy
     dataset_hash: str  # sha256 of the manifest file
+    scores: dict[str, Any] = field(default_factory=dict)  # how the probs were made
+    check: CalibrateInputs | None = None  # from `check_predictions`
 
 
 def load_calibrate_inputs(cfg: CalibrateJobConfig) -> CalibrateInputs:
     """Read predictions, manifest and taxonomy, and align them by image id and tag id."""
     taxonomy = load_taxonomy(cfg.taxonomy) if cfg.taxonomy else load_default_taxonomy()
-    pred = read_predictions(cfg.predictions)
     manifest = read_manifest(cfg.manifest)
-    probs, targets, known, folds = align_predictions(pred, manifest, taxonomy)
-    return CalibrateInputs(
-        probs, targets, known, folds, pred.train_folds, taxonomy, hash_file(cfg.manifest)
-    )
+    dataset_hash = hash_file(cfg.manifest)
+
+    def load(path: Path) -> CalibrateInputs:
+        pred = read_predictions(path)
+        probs, targets, known, folds = align_predictions(pred, manifest, taxonomy)
+        return CalibrateInputs(
+            probs, targets, known, folds, pred.train_folds, taxonomy, dataset_hash,
+            scores=describe_scores(pred),
+        )  # fmt: skip
+
+    inputs = load(cfg.predictions)
+    if cfg.check_predictions is not None:
+        inputs.check = load(cfg.check_predictions)
+    return inputs
+
+
+def describe_scores(pred: Predictions) -> dict[str, Any]:
+    """How a predictions file's probabilities were made: cross-fitted (k models, each row out
+    of fold) or one model with its training folds."""
+    if pred.scored_by is not None:
+        return {"scores": "crossfit", "k": len(pred.models),
+                "models_train_folds": [list(m) for m in pred.models]}  # fmt: skip
+    return {"scores": "heldout", "train_folds": list(pred.train_folds)}
 
 
 def calib_folds_of(cfg: CalibrateJobConfig, inputs: CalibrateInputs) -> tuple[int, ...]:
@@ -148,7 +174,8 @@ def split_rows(
         inputs.folds, calib_folds_of(cfg, inputs), inputs.train_folds, role="calibration"
     )
     if cfg.check_folds:
-        check = heldout_rows(inputs.folds, cfg.check_folds, inputs.train_folds, role="check")
+        source = inputs.check or inputs
+        check = heldout_rows(source.folds, cfg.check_folds, source.train_folds, role="check")
         return calib, check
     if cfg.check_split:
         held = np.random.default_rng(cfg.seed).random(len(calib)) < cfg.check_split
@@ -157,12 +184,20 @@ def split_rows(
 
 
 def calibrate_inputs(cfg: CalibrateJobConfig, inputs: CalibrateInputs) -> Calibration:
-    """Thresholds from the calibration rows (see `split_rows`)."""
+    """Thresholds from the calibration rows (see `split_rows`); `method` records how."""
     rows, _ = split_rows(cfg, inputs)
-    return calibrate_thresholds(
+    calibration = calibrate_thresholds(
         inputs.probs[rows], inputs.targets[rows], inputs.known[rows], inputs.taxonomy,
         cfg.calibration, rng=np.random.default_rng(cfg.seed),
     )  # fmt: skip
+    method = {
+        **inputs.scores,
+        "calib_folds": [int(f) for f in calib_folds_of(cfg, inputs)],
+        "calib_images": int(rows.sum()),
+        "bound": cfg.calibration.bound,
+        "level": cfg.calibration.level,
+    }
+    return replace(calibration, method=method)
 
 
 @dataclass
@@ -180,8 +215,9 @@ def check_inputs(
     _, rows = split_rows(cfg, inputs)
     if rows is None:
         return None
+    source = inputs.check if cfg.check_folds and inputs.check is not None else inputs
     table = check_thresholds(
-        inputs.probs[rows], inputs.targets[rows], inputs.known[rows], calibration
+        source.probs[rows], source.targets[rows], source.known[rows], calibration
     )
     return CheckResult(table, summarize_check(table))
 
@@ -203,6 +239,9 @@ def summarize_calibration(calibration: Calibration, check: CheckResult | None) -
     precision_tags = rep[rep["policy"] == "precision"]
     summary: dict[str, Any] = {
         "tags": len(rep),
+        "tags_meeting_target": float(precision_tags["meets_target"].sum()),
+        "tags_meeting_standard": float(rep["meets_standard"].sum()),
+        "method": dict(calibration.method),
         "status": {str(k): int(v) for k, v in rep["status"].value_counts().items()},
         "calibration_map": mean_average_precision(rep["ap"].to_numpy(dtype=np.float64)),
         "share_meeting_target": float(precision_tags["meets_target"].mean())
@@ -211,6 +250,8 @@ def summarize_calibration(calibration: Calibration, check: CheckResult | None) -
     }
     if check is not None:
         summary["check"] = check.summary
+        # flat too: the retrain summary and MLflow show top-level figures
+        summary |= {f"check_{k}": float(v) for k, v in check.summary.items()}
     return summary
 
 

@@ -67,7 +67,9 @@ def plot_pr_grid(
     columns: int = 4,
 ) -> Figure:
     """A grid of PR curves (known cells of `probs, targets, known [N, T]`, columns = report
-    rows) with each tag's chosen operating point marked and its target drawn."""
+    rows) with each tag's chosen operating point marked, the lower confidence bound of its
+    precision drawn below it, and its target drawn. Titles: positives used, threshold, bound,
+    and "unreachable" when the target could not be met."""
     tags = list(tags) if tags is not None else pick_tags(report, max_tags)
     rows = max(1, math.ceil(len(tags) / columns))
     fig = Figure(figsize=(3.0 * columns, 2.7 * rows), layout="constrained")
@@ -80,18 +82,23 @@ def plot_pr_grid(
         ax.step(recall, precision, where="post", color="tab:blue", lw=1.2)
         if r["policy"] == "precision" and not math.isnan(r["target"]):
             ax.axhline(r["target"], color="tab:red", lw=0.8, ls="--")
+        color = STATUS_COLORS.get(r["status"], "black")
+        bound = _float(r, "precision_bound")
         if not math.isnan(r["threshold"]) and not math.isnan(r["recall"]):
-            ax.plot(
-                [r["recall"]],
-                [r["precision"]],
-                "o",
-                ms=6,
-                color=STATUS_COLORS.get(r["status"], "black"),
-            )
+            ax.plot([r["recall"]], [r["precision"]], "o", ms=6, color=color)
+            if not math.isnan(bound):  # the bound under the point estimate
+                ax.vlines(r["recall"], bound, r["precision"], color=color, lw=1.5)
+                ax.plot([r["recall"]], [bound], "_", ms=8, color=color)
         ax.set_xlim(0, 1.02)
         ax.set_ylim(0, 1.02)
         thr = "off" if math.isnan(r["threshold"]) else f"{r['threshold']:.3f}"
-        ax.set_title(f"{tag} (n+={r['support_pos']}, t={thr})", fontsize=8)
+        low = "" if math.isnan(bound) else f", lb={bound:.2f}"
+        unreachable = r["policy"] != "f1" and not bool(r.get("target_reachable", True))
+        ax.set_title(
+            f"{tag} (n+={r['support_pos']}, t={thr}{low})"
+            + ("\ntarget unreachable" if unreachable else ""),
+            fontsize=8,
+        )
         ax.tick_params(labelsize=7)
         if i % columns == 0:
             ax.set_ylabel("precision", fontsize=8)
@@ -100,6 +107,12 @@ def plot_pr_grid(
     if not tags:
         fig.add_subplot().text(0.5, 0.5, "no tag with known positives", ha="center")
     return fig
+
+
+def _float(row: pd.Series, column: str) -> float:
+    """A report cell as a float (NaN when the column is absent, e.g. an older report)."""
+    value = row.get(column, math.nan)
+    return math.nan if value is None else float(value)
 
 
 def plot_support(report: pd.DataFrame) -> Figure:

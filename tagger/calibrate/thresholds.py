@@ -3,7 +3,10 @@
 A tag is shown when `score >= threshold[tag]`. Each tag follows a policy (defaults in
 `CalibrationConfig`, overrides per category or per tag):
 
-- "precision": reach `target_precision` with the highest recall;
+- "precision": reach `target_precision` with the highest recall; with `bound` set (default
+  a one-sided 95% Clopper-Pearson bound, `tagger.calibrate.bounds`) the *lower confidence
+  bound* of the precision must reach the target, not just the point estimate, so a threshold
+  chosen on a handful of positives is not called good;
 - "recall": reach `target_recall` with the highest precision;
 - "f1": the best F1.
 
@@ -14,8 +17,12 @@ never silently given a number: it takes the first step of its `fallback` chain t
 (a calibrated ancestor's threshold, the default threshold, or disabled = NaN) and its report row
 says why (`status`, `reason`).
 
+Beside its own policy every tag is reported against the "meets standard" view (`standard`:
+e.g. precision >= 0.9, judged by the same bound, with recall >= 0.5 at some threshold).
+
 Thresholds must come from predictions on images the model did not train on: use
-`calibrate_from_folds`, which refuses folds the model was trained on.
+`calibrate_from_folds`, which refuses folds the model was trained on, ideally on cross-fitted
+out-of-fold predictions of every labelled image (`tagger.train.crossfit`).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +40,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from label_system.taxonomy import Taxonomy
+from tagger.calibrate.bounds import bound_reaches, precision_lower_bound
 from tagger.metrics import (
     DEFAULT_BLOCK_CELLS,
     CurvePoints,
@@ -44,12 +52,14 @@ from tagger.metrics import (
 
 PolicyName = Literal["precision", "recall", "f1"]
 FallbackName = Literal["parent", "default", "disabled"]
+BoundChoice = Literal["none", "clopper_pearson", "wilson"]
 POLICIES: tuple[str, ...] = ("precision", "recall", "f1")
 STATUSES = ("ok", "fallback_parent", "fallback_default", "disabled")
 REPORT_COLUMNS = [
     "tag", "category", "policy", "target", "threshold", "status", "reason", "meets_target",
     "precision", "recall", "f1", "support_pos", "support_neg", "ap",
     "precision_low", "precision_high",
+    "precision_bound", "target_reachable", "standard_recall", "meets_standard",
 ]  # fmt: skip
 THRESHOLDS_FORMAT = "album-tagger-thresholds"
 THRESHOLDS_VERSION = 1
@@ -74,12 +84,26 @@ class PolicyOverride(BaseModel):
         return None if v is None else _check_chain(v)
 
 
+class StandardView(BaseModel):
+    """The "meets standard" view reported for every tag: some threshold reaches `precision`
+    (its lower bound, when the config has one) with recall >= `recall`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    precision: float = Field(default=0.9, gt=0.0, le=1.0)
+    recall: float = Field(default=0.5, gt=0.0, le=1.0)
+
+
 class CalibrationConfig(BaseModel):
     """How thresholds are chosen. Overrides: `tags` (by tag id) beat `categories` beat defaults.
 
     fallback: steps tried in order for a tag that cannot be calibrated; it must end with a step
     that always applies ("default" or "disabled"). bootstrap_samples > 0 adds a percentile
     interval (`bootstrap_level`) for the precision of the chosen threshold.
+    bound: how "precision" policies judge a threshold: "clopper_pearson" or "wilson" = its
+    one-sided lower confidence bound at `level` must reach the target; "none" = the point
+    estimate (the report still shows the Clopper-Pearson bound). Thresholds files without this
+    field were chosen by the point estimate and read as "none".
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -93,6 +117,9 @@ class CalibrationConfig(BaseModel):
     default_threshold: float = 0.5
     bootstrap_samples: int = Field(default=0, ge=0)
     bootstrap_level: float = Field(default=0.9, gt=0.0, lt=1.0)
+    bound: BoundChoice = "clopper_pearson"
+    level: float = Field(default=0.95, ge=0.5, lt=1.0)
+    standard: StandardView = StandardView()
     categories: dict[str, PolicyOverride] = Field(default_factory=dict)
     tags: dict[str, PolicyOverride] = Field(default_factory=dict)
 
@@ -131,6 +158,10 @@ class TagPolicies:
     min_negatives: np.ndarray  # int64
     fallback: list[tuple[str, ...]]
     default_threshold: np.ndarray  # float64
+
+    def policy_array(self) -> np.ndarray:
+        """The policies as an object array `[T]`."""
+        return np.array(self.policy, dtype=object)
 
 
 def resolve_policies(config: CalibrationConfig, taxonomy: Taxonomy) -> TagPolicies:
@@ -180,6 +211,9 @@ class Calibration:
     thresholds: np.ndarray
     report: pd.DataFrame
     config: CalibrationConfig
+    # how the scores were obtained and judged, e.g. {"scores": "crossfit", "k": 5,
+    # "calib_folds": [...], "bound": "clopper_pearson", "level": 0.95}; {} when not recorded
+    method: dict[str, Any] = field(default_factory=dict)
 
 
 def calibrate_from_folds(
@@ -252,15 +286,24 @@ def calibrate_thresholds(
     chosen = np.full(t, np.nan)
     tp, fp, n_pos, n_neg, ap = (np.zeros(t) for _ in range(5))
     reachable = np.zeros(t, dtype=bool)
+    standard_tp = np.zeros(t)
     codes = np.array([POLICIES.index(p) for p in pol.policy])
+    std_code = np.full(t, POLICIES.index("precision"))
+    std_target = np.full(t, config.standard.precision)
     for cols, pts in iter_curve_blocks(probs, targets, known, block_cells=block_cells):
-        idx, reach = choose_points(pts, codes[cols], pol.target[cols])
+        idx, reach = choose_points(
+            pts, codes[cols], pol.target[cols], bound=config.bound, level=config.level
+        )
         rows = np.arange(idx.size)
         chosen[cols] = np.where(reach, pts.thresholds[rows, idx], np.nan)
         tp[cols], fp[cols] = pts.tp[rows, idx], pts.fp[rows, idx]
         n_pos[cols], n_neg[cols], reachable[cols] = pts.n_pos, pts.n_neg, reach
         ap[cols] = points_average_precision(pts)
-    status, reason = _initial_status(pol, n_pos, n_neg, reachable)
+        s_idx, s_reach = choose_points(
+            pts, std_code[cols], std_target[cols], bound=config.bound, level=config.level
+        )
+        standard_tp[cols] = np.where(s_reach, pts.tp[rows, s_idx], 0.0)
+    status, reason = _initial_status(pol, n_pos, n_neg, reachable, _bound_note(config))
     thresholds = _to_float32_floor(np.where(status == "ok", chosen, np.nan))
     thresholds, status, reason = _apply_fallbacks(thresholds, status, reason, pol, taxonomy)
     redo = np.flatnonzero(status != "ok")
@@ -288,17 +331,40 @@ def calibrate_thresholds(
             level=config.bootstrap_level,
         )
     report = _report(taxonomy, pol, thresholds, status, reason, tp, fp, n_pos, n_neg, ap, low, high)
+    report["precision_bound"] = precision_lower_bound(
+        tp, fp, config.level, "clopper_pearson" if config.bound == "none" else config.bound
+    )
+    report["target_reachable"] = reachable & (pol.policy_array() != "f1")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        report["standard_recall"] = np.where(n_pos > 0, standard_tp / n_pos, np.nan)
+    enough = (n_pos >= pol.min_positives) & (n_neg >= pol.min_negatives)
+    report["meets_standard"] = enough & (
+        np.nan_to_num(report["standard_recall"].to_numpy(), nan=-1.0) >= config.standard.recall
+    )
     return Calibration(thresholds=thresholds, report=report, config=config)
 
 
+def _bound_note(config: CalibrationConfig) -> str:
+    if config.bound == "none":
+        return ""
+    return f" (one-sided {config.level:g} {config.bound} lower bound of precision)"
+
+
 def choose_points(
-    pts: CurvePoints, policy_codes: np.ndarray, targets: np.ndarray
+    pts: CurvePoints,
+    policy_codes: np.ndarray,
+    targets: np.ndarray,
+    *,
+    bound: str = "none",
+    level: float = 0.95,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Index `[c]` of the chosen point per tag along `L`, and whether the policy is reachable.
 
     policy_codes index POLICIES. Ties: "precision" takes the highest recall, then the highest
     threshold; "recall" the highest precision, then the highest recall; "f1" the highest F1,
-    then the highest threshold.
+    then the highest threshold. bound: for "precision", a point qualifies only when the lower
+    confidence bound (`tagger.calibrate.bounds`, one-sided `level`) of its precision reaches
+    the target ("none": the point estimate).
     """
     c, n_points = pts.tp.shape
     idx = np.zeros(c, dtype=np.int64)
@@ -312,6 +378,10 @@ def choose_points(
         target = targets[rows, None]
         if POLICIES[code] == "precision":
             feasible = valid & (p >= target)
+            if bound != "none":  # the bound only on points whose estimate reaches the target
+                at = np.nonzero(feasible)
+                goal = np.broadcast_to(target, feasible.shape)[at]
+                feasible[at] = bound_reaches(tp[at], pts.fp[rows][at], goal, level, bound)
             idx[rows] = np.argmax(np.where(feasible, tp, -1.0), axis=1)  # first = highest thr
         elif POLICIES[code] == "recall":
             feasible = valid & (r >= target)
@@ -337,6 +407,7 @@ def _initial_status(
     n_pos: np.ndarray,
     n_neg: np.ndarray,
     reachable: np.ndarray,
+    bound_note: str = "",
 ) -> tuple[np.ndarray, np.ndarray]:
     """'ok' or 'todo' per tag, with the reason a tag cannot be calibrated."""
     status = np.full(len(pol.policy), "ok", dtype=object)
@@ -350,6 +421,7 @@ def _initial_status(
             why = "no threshold with F1 > 0"
         elif not reachable[j]:
             why = f"target {policy} {pol.target[j]:g} unreachable"
+            why += bound_note if policy == "precision" else ""
         else:
             continue
         status[j], reason[j] = "todo", why
@@ -478,19 +550,33 @@ def _report(
 
 
 def calibrate_tag_reference(
-    scores: np.ndarray, positives: np.ndarray, policy: str, target: float
+    scores: np.ndarray,
+    positives: np.ndarray,
+    policy: str,
+    target: float,
+    *,
+    bound: str = "none",
+    level: float = 0.95,
 ) -> float:
     """One tag's threshold by `policy` from scikit-learn's `precision_recall_curve` (slow).
 
     `scores, positives [n]` are the tag's known cells. NaN when the policy is unreachable.
-    The reference for tests and `bench/calibrate_scale.py`; ties broken as `choose_points`.
+    bound: for "precision", each point's lower bound by its quantile (`precision_lower_bound`)
+    must reach the target. The reference for tests and `bench/calibrate_scale.py`; ties broken
+    as `choose_points`.
     """
     from sklearn.metrics import precision_recall_curve
 
     p, r, thr = precision_recall_curve(positives, scores)
     p, r = p[:-1], r[:-1]  # the final (recall 0, precision 1) entry has no threshold
     if policy == "precision":
-        ok = np.flatnonzero(p >= target)
+        judged = p
+        if bound != "none":
+            n_pos = float(np.sum(positives))
+            tp = np.round(r * n_pos)
+            fp = np.round(tp / np.where(p > 0, p, 1.0) - tp)
+            judged = np.nan_to_num(precision_lower_bound(tp, fp, level, bound), nan=-1.0)
+        ok = np.flatnonzero(judged >= target)
         if not ok.size:
             return math.nan
         cand = ok[r[ok] == r[ok].max()]
@@ -581,6 +667,7 @@ def write_thresholds(calibration: Calibration, path: str | Path, taxonomy: Taxon
         "version": THRESHOLDS_VERSION,
         "taxonomy": {"name": taxonomy.name, "version": taxonomy.version},
         "config": calibration.config.model_dump(mode="json"),
+        "method": calibration.method,
         "tags": records.to_dict(orient="records"),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -600,7 +687,7 @@ def read_thresholds(path: str | Path, taxonomy: Taxonomy | None = None) -> Calib
         raise ValueError(f"{path}: not a thresholds file (format != {THRESHOLDS_FORMAT!r})")
     if doc.get("version") != THRESHOLDS_VERSION:
         raise ValueError(f"{path}: version {doc.get('version')!r}; supported: {THRESHOLDS_VERSION}")
-    report = pd.DataFrame(doc["tags"], columns=REPORT_COLUMNS)
+    report = pd.DataFrame(doc["tags"], columns=REPORT_COLUMNS)  # older files: new columns NaN
     for col in (
         "target",
         "threshold",
@@ -610,9 +697,12 @@ def read_thresholds(path: str | Path, taxonomy: Taxonomy | None = None) -> Calib
         "ap",
         "precision_low",
         "precision_high",
+        "precision_bound",
+        "standard_recall",
     ):
         report[col] = pd.to_numeric(report[col]).astype(np.float64)
-    report["meets_target"] = report["meets_target"].astype(bool)
+    for col in ("meets_target", "target_reachable", "meets_standard"):
+        report[col] = np.array([v is True for v in report[col].tolist()], dtype=bool)
     bad = sorted(set(report["status"]) - set(STATUSES))
     if bad:
         raise ValueError(f"{path}: unknown status {bad}; allowed: {list(STATUSES)}")
@@ -623,12 +713,15 @@ def read_thresholds(path: str | Path, taxonomy: Taxonomy | None = None) -> Calib
             f"{path}: tags differ from taxonomy {taxonomy.name!r} (missing "
             f"{missing}, extra {extra}, or another order)"
         )
+    config_doc = dict(doc["config"])
+    config_doc.setdefault("bound", "none")  # written before bounds: chosen by point estimate
     try:
-        config = CalibrationConfig.model_validate(doc["config"])
+        config = CalibrationConfig.model_validate(config_doc)
     except ValidationError as e:
         raise ValueError(f"{path}: invalid config section:\n{e}") from None
     thresholds = report["threshold"].to_numpy(dtype=np.float32)
-    return Calibration(thresholds=thresholds, report=report, config=config)
+    method = dict(doc.get("method") or {})
+    return Calibration(thresholds=thresholds, report=report, config=config, method=method)
 
 
 def write_report(table: pd.DataFrame, path: str | Path) -> Path:

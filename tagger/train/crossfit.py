@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from label_system.taxonomy import Taxonomy
@@ -137,16 +138,19 @@ def cross_fit(
     out_dir: str | Path,
     *,
     callbacks: Sequence[TrainCallback] = (),
-    device: str = "cpu",
+    device: str | None = None,
 ) -> Predictions:
     """Out-of-fold probabilities `[N_chosen, T]` for the rows of the cross-fitted folds.
 
     Model m trains on the chosen folds outside group m (`fold_groups`) and scores group m's
     rows; the result's `scored_by` / `models` record that (checked by `check_out_of_fold`).
-    Rows come back in manifest order. `device` is where the models score (training follows
-    `train_config.device`).
+    Rows come back in manifest order. `device`: where the models score (None: CUDA when
+    `train_config.device` allows it and one is there, else the CPU).
     """
     out_dir = Path(out_dir)
+    if device is None:
+        cuda = train_config.device != "cpu" and torch.cuda.is_available()
+        device = "cuda" if cuda else "cpu"
     folds = manifest["fold"].to_numpy().astype(np.int64)
     groups = fold_groups(folds.tolist(), config)
     chosen = sorted(f for g in groups for f in g)
@@ -215,7 +219,7 @@ def _fit_and_score(
     model = create_model(cfg.model.to_model_config(len(taxonomy)))
     model.load_state_dict(read_checkpoint_weights(result.last_checkpoint))
     probs = predict_manifest(
-        model.eval(),
+        model.to(device).eval(),
         _with_resolved_paths(scored, cfg),
         preprocessing_of(cfg),
         cache_dir=cfg.data.cache_dir,

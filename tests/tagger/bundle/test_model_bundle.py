@@ -103,3 +103,21 @@ def test_bad_bundles_are_named(tmp_path: Path) -> None:
     (path / BUNDLE_FILE).write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="format_version 99"):
         load_bundle(path)
+
+
+def test_bundle_records_how_its_thresholds_were_chosen(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tagger.bundle.model_bundle import with_thresholds
+
+    bundle = make_bundle()
+    method = {"scores": "crossfit", "k": 5, "calib_folds": [1, 2], "bound": "clopper_pearson",
+              "level": 0.95}  # fmt: skip
+    calibration = Calibration(
+        bundle.thresholds, bundle.threshold_report, bundle.calibration_config, method=method
+    )
+    back = load_bundle(save_bundle(with_thresholds(bundle, calibration), tmp_path / "b"))
+    assert back.calibration_method == method
+    assert back.calibration_config.bound == bundle.calibration_config.bound
+    old = load_bundle(save_bundle(replace(bundle, calibration_method={}), tmp_path / "old"))
+    assert old.calibration_method == {}

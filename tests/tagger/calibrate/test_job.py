@@ -121,3 +121,40 @@ def test_check_split_holds_back_part_of_the_calibration_folds(tmp_path: Path) ->
     assert used[0] + held[0] == 240 and 80 < held[0] < 160  # folds 3, 4 only, split in two
     with pytest.raises(ValueError, match="check_folds or check_split, not both"):
         load_calibrate_job_config(None, overrides | {"check_folds": [4]})
+
+
+def test_job_calibrates_on_out_of_fold_scores_and_checks_on_another_file(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tagger.train.predictions import write_predictions
+
+    paths = write_calibration_inputs(tmp_path / "in")
+    pred = read_predictions(paths["predictions"])
+    # as cross-fitting writes it: folds {0, 2, 4} scored by model 0, {1, 3} by model 1
+    oof = replace(pred, scored_by=pred.folds % 2, models=((1, 3), (0, 2, 4)))
+    oof_path = write_predictions(oof, tmp_path / "in" / "oof.parquet")
+    final = replace(pred, train_folds=(1, 2, 3, 4))  # the final model: held out fold 0 only
+    final_path = write_predictions(final, tmp_path / "in" / "final.parquet")
+    cfg = load_calibrate_job_config(
+        None,
+        {
+            "predictions": oof_path, "manifest": paths["manifest"], "taxonomy": paths["taxonomy"],
+            "check_folds": [0], "check_predictions": final_path, "output_dir": tmp_path / "out",
+            "calibration": {"target_precision": 0.8, "min_positives": 5},
+        },
+    )  # fmt: skip
+    out = run_calibrate_job(cfg)
+    method = read_thresholds(out.thresholds, tiny_taxonomy()).method
+    assert method["scores"] == "crossfit" and method["k"] == 2
+    assert method["calib_folds"] == [1, 2, 3, 4] and method["calib_images"] == 480
+    assert (method["bound"], method["level"]) == ("clopper_pearson", 0.95)
+    check = pd.read_csv(out.check_report)
+    assert (check["support_pos"] + check["support_neg"]).max() <= 120  # fold 0 of the final
+    report = pd.read_csv(out.report)
+    assert {"precision_bound", "target_reachable", "meets_standard", "standard_recall"} <= set(
+        report.columns
+    )
+    assert out.summary["method"]["scores"] == "crossfit"
+    # the final model trained on folds 1-4: they cannot be the check
+    with pytest.raises(ValueError, match="trained on"):
+        run_calibrate_job(cfg.model_copy(update={"check_folds": (1,)}))

@@ -64,3 +64,17 @@ def test_pick_tags_spreads_over_the_tail_and_handles_no_positives(tmp_path: Path
         np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1), dtype=bool), empty
     )
     assert all(p.exists() for p in write_figures(figures, tmp_path).values())
+
+
+def test_pr_grid_draws_the_bound_and_says_when_the_target_is_unreachable() -> None:
+    probs, targets, known, report = _calibrated()
+    fig = plot_pr_grid(probs, targets, known, report, ["dog"])
+    (ax,) = fig.axes
+    row = report.set_index("tag").loc["dog"]
+    ticks = [line for line in ax.lines if line.get_marker() == "_"]
+    assert len(ticks) == 1 and ticks[0].get_ydata()[0] == row.precision_bound
+    assert row.precision_bound < row.precision
+    assert f"lb={row.precision_bound:.2f}" in ax.get_title()
+    unreachable = report[~report.target_reachable & (report.support_pos > 0)].tag.iloc[0]
+    fig = plot_pr_grid(probs, targets, known, report, [unreachable])
+    assert "target unreachable" in fig.axes[0].get_title()

@@ -25,7 +25,8 @@ from tagger.calibrate.thresholds import (
 )
 from tagger.metrics import scores_at_thresholds
 
-LOOSE = {"min_positives": 1, "min_negatives": 0, "fallback": ("disabled",)}
+# the point-estimate path (bound "none"); the bounded path has its own tests below
+LOOSE = {"min_positives": 1, "min_negatives": 0, "fallback": ("disabled",), "bound": "none"}
 
 
 def flat_taxonomy(t: int) -> Taxonomy:
@@ -303,3 +304,108 @@ def test_no_known_cells_at_all() -> None:
     )
     assert (cal.report.status == "disabled").all() and np.isnan(cal.thresholds).all()
     assert cal.report.reason[0].startswith("too few known positives (0")
+
+
+# ---- decisions with a confidence bound -------------------------------------------------------
+
+
+@pytest.mark.parametrize("bound", ["clopper_pearson", "wilson"])
+@pytest.mark.parametrize(("dtype", "n"), [(np.float32, 2000), (np.float16, 20_000)])
+def test_bounded_thresholds_equal_the_reference(bound: str, dtype: type, n: int) -> None:
+    rng = np.random.default_rng(3)
+    t = 10
+    probs, targets, known = random_data(rng, n, t, dtype, decimals=3)
+    cfg = CalibrationConfig(target_precision=0.8, level=0.95, **(LOOSE | {"bound": bound}))
+    cal = calibrate_thresholds(probs, targets, known, flat_taxonomy(t), cfg, block_cells=3 * n)
+    n_ok = 0
+    for j in range(t):
+        m = known[:, j]
+        ref = calibrate_tag_reference(probs[m, j], targets[m, j], "precision", 0.8, bound=bound)
+        if math.isnan(ref):
+            assert cal.report.status[j] == "disabled", j
+            continue
+        n_ok += 1
+        expected = np.float32(ref)
+        if float(expected) > ref:
+            expected = np.nextafter(expected, np.float32(-1))
+        assert cal.thresholds[j] == expected, (j, cal.thresholds[j], ref)
+        assert cal.report.precision_bound[j] >= 0.8
+    assert n_ok > 0
+    point = calibrate_thresholds(probs, targets, known, flat_taxonomy(t), CalibrationConfig(
+        target_precision=0.8, **LOOSE))  # fmt: skip
+    differ = ~np.isclose(cal.thresholds, point.thresholds, equal_nan=True)
+    assert differ.any()  # the bound moved some thresholds (up: never below the point's)
+    assert (np.nan_to_num(cal.thresholds, nan=2.0) >= point.thresholds).all()
+
+
+def test_few_positives_never_meet_a_high_target() -> None:
+    # perfectly separated tags with 1..40 positives; min_positives out of the way
+    sizes = np.arange(1, 41)
+    n = 200
+    probs = np.zeros((n, sizes.size), dtype=np.float32)
+    targets = np.zeros((n, sizes.size), dtype=np.float32)
+    for j, k in enumerate(sizes):
+        targets[:k, j] = 1
+        probs[:, j] = np.where(targets[:, j] > 0, 0.9, 0.1)
+    known = np.ones_like(targets, dtype=bool)
+    tax = flat_taxonomy(sizes.size)
+    cal = calibrate_thresholds(
+        probs,
+        targets,
+        known,
+        tax,
+        CalibrationConfig(target_precision=0.9, **(LOOSE | {"bound": "clopper_pearson"})),
+    )
+    meets = cal.report.meets_target.to_numpy()
+    np.testing.assert_array_equal(meets, sizes >= 29)  # 0.05 ** (1 / 29) = 0.902
+    assert "lower bound" in cal.report.reason[0]
+    assert not cal.report.target_reachable[27] and cal.report.target_reachable[28]
+    # the point estimate (precision 1.0 on each) would have called every one of them good
+    point = calibrate_thresholds(
+        probs, targets, known, tax, CalibrationConfig(target_precision=0.9, **LOOSE)
+    )
+    assert point.report.meets_target.all()
+    # the report still shows the bound beside the point estimate
+    assert point.report.precision_bound[4] == pytest.approx(0.05**0.2)
+    assert point.report.precision[4] == 1.0
+
+
+def test_meets_standard_view_is_reported_per_tag() -> None:
+    # tag 0: 40 positives, 30 ranked first without error, then 10 mixed with 40 negatives
+    # tag 1: precision 1.0 only for 10 of 40 positives (recall 0.25 < 0.5)
+    n = 200
+    probs = np.zeros((n, 2), dtype=np.float32)
+    targets = np.zeros((n, 2), dtype=np.float32)
+    targets[:40, :] = 1
+    probs[:30, 0], probs[30:40, 0], probs[40:80, 0], probs[80:, 0] = 0.9, 0.4, 0.4, 0.1
+    probs[:10, 1], probs[10:40, 1], probs[40:, 1] = 0.9, 0.3, 0.3
+    known = np.ones_like(targets, dtype=bool)
+    cfg = CalibrationConfig(
+        policy="f1", standard={"precision": 0.85, "recall": 0.5}, min_positives=10
+    )
+    rep = calibrate_thresholds(probs, targets, known, flat_taxonomy(2), cfg).report
+    assert rep.standard_recall[0] == pytest.approx(0.75)  # 30 of 40 at bound(30/30) = 0.905
+    assert rep.meets_standard[0]
+    assert rep.standard_recall[1] == 0.0  # bound(10/10) = 0.74 < 0.85: no threshold qualifies
+    assert not rep.meets_standard[1]
+    assert not rep.target_reachable.any()  # f1 has no target
+
+
+def test_old_thresholds_files_read_as_point_estimates(tmp_path: Path) -> None:
+    import json
+
+    rng = np.random.default_rng(0)
+    probs, targets, known = random_data(rng, 300, 3)
+    tax = flat_taxonomy(3)
+    cal = calibrate_thresholds(probs, targets, known, tax, CalibrationConfig(**LOOSE))
+    path = write_thresholds(cal, tmp_path / "thresholds.json", tax)
+    doc = json.loads(path.read_text())
+    del doc["config"]["bound"], doc["config"]["level"], doc["config"]["standard"]
+    for row in doc["tags"]:
+        for col in ("precision_bound", "target_reachable", "standard_recall", "meets_standard"):
+            del row[col]
+    path.write_text(json.dumps(doc))
+    back = read_thresholds(path, tax)
+    assert back.config.bound == "none"
+    assert back.report.precision_bound.isna().all() and not back.report.meets_standard.any()
+    np.testing.assert_array_equal(back.thresholds, cal.thresholds)
