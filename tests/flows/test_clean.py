@@ -63,6 +63,25 @@ def test_clean_stage_tasks(assembled: tuple[Assembled, Path]) -> None:
     assert {"clean/queue.csv", "clean/contact_sheet.html", "clean/issues_per_tag.csv"} <= names
 
 
+def test_clean_for_training_reuses_the_retrains_crossfit(
+    assembled: tuple[Assembled, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.clean as clean_flow
+
+    data, work = assembled
+    config = CleaningStage.model_validate(CLEANING)
+    train = TrainConfig.model_validate(TINY_TRAIN)
+    oof = next(work.glob("crossfit-oof/*/oof_predictions.parquet"))  # from the test above
+    tracking = resolve_tracking(TrackingConfig(), work)
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("cross-fitted again although the retrain gave its predictions")
+
+    monkeypatch.setattr(clean_flow.cross_fit_for_cleaning, "fn", refuse)
+    out = clean_flow.clean_for_training(config, train, data, tracking, work, lambda t: t.fn, oof)
+    assert out.cache_dir == data.cache_dir and out.manifest.is_file()
+
+
 def test_cleaning_manifest_must_exist(assembled: tuple[Assembled, Path], tmp_path: Path) -> None:
     data, work = assembled
     config = CleaningStage.model_validate(CLEANING | {"manifest": str(tmp_path / "no.parquet")})
