@@ -173,6 +173,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cost-only", action="store_true")
+    parser.add_argument("--work", type=Path, help="work folder (default: a new temporary one); "
+                        "finished cross-fit models in it are reused")  # fmt: skip
+    parser.add_argument(
+        "--only", choices=["noisy", "cleaned", "clean"],
+        help="train only this final model (run the three in parallel), no RESULT line",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.cost_only or args.manifest is None:
@@ -191,7 +197,7 @@ def main() -> None:
           f"{int(flipped.sum())} flips injected in the pool "
           f"({int((flipped & (targets > 0.5)).sum())} dropped, "
           f"{int((flipped & (targets < 0.5)).sum())} added)", flush=True)  # fmt: skip
-    out = Path(tempfile.mkdtemp(prefix="cleaning_noise_"))
+    out = args.work or Path(tempfile.mkdtemp(prefix="cleaning_noise_"))
     cfg = train_config(args, args.manifest, cache_dir, out)
     pool_noisy = with_targets(manifest, noisy, taxonomy)[~in_test].reset_index(drop=True)
 
@@ -229,8 +235,12 @@ def main() -> None:
     test = manifest[in_test].reset_index(drop=True)
     maps = {}
     for name, labels in (("noisy", noisy), ("cleaned", cleaned), ("clean", targets)):
+        if args.only not in (None, name):
+            continue
         pool = with_targets(manifest, labels, taxonomy)[~in_test]
         maps[name] = heldout_map(cfg, pool, test, taxonomy, name)
+    if args.only:
+        return
     recovered = (maps["cleaned"] - maps["noisy"]) / max(maps["clean"] - maps["noisy"], 1e-9)
     print(f"share of the lost mAP recovered: {recovered:.2f}")
     cost, cleanlab_cost = cost_line()
