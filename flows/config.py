@@ -8,7 +8,8 @@
     calibrate: {target_precision: 0.9}
     promotion: {tolerance: 0.0}
     mlflow: {tracking_uri: null}       # null: sqlite:///<work_dir>/mlflow.db
-    cleaning: {enabled: false}         # stages not available yet: they can only be off
+    cleaning: {enabled: true, pseudo: {top_k: 5}}   # label cleaning (flows/clean.py)
+    detector: {enabled: false}         # stages not available yet: they can only be off
 
 `load_retrain_config(path, overrides)` takes dotted overrides ({"train.schedule.epochs": 2,
 "work_dir": "/tmp/w"}) as a deployment or a command line passes them; relative paths among
@@ -27,8 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from flows.crossfit import CrossFitStage
 from flows.tracking import TrackingConfig
 from tagger.calibrate.thresholds import CalibrationConfig
+from tagger.clean.job import CleanConfig, resolve_clean_paths
 from tagger.data.assembly_job import AssemblyConfig
 from tagger.data.demo import DemoConfig
+from tagger.train.crossfit import CrossFitConfig
 from tagger.train.training import TrainConfig, resolve_paths
 
 
@@ -56,10 +59,25 @@ class UnavailableStage(BaseModel):
         return v
 
 
-class CleaningStage(UnavailableStage):
-    """Label cleaning (out-of-fold label issues, review queue): not available yet."""
+class CleaningStage(CleanConfig):
+    """Label cleaning between assemble and train (`tagger.clean`): out-of-fold label issues,
+    pseudo labels, album feedback, the review queue and its exports (see flows/clean.py).
 
-    stage: ClassVar[str] = "cleaning"
+    crossfit: settings of the out-of-fold models (cheaper than the final model is fine).
+    manifest: a reviewed manifest version (`tagger review import`) to clean and train on
+    instead of the assembled one; its images must come from the assembled sources.
+    The other fields are `tagger.clean.job.CleanConfig`'s.
+    """
+
+    enabled: bool = False
+    crossfit: CrossFitConfig = CrossFitConfig(k=3)
+    manifest: Path | None = None
+
+    def clean_config(self) -> CleanConfig:
+        """The library's config (without the flow's switches)."""
+        return CleanConfig.model_validate(
+            self.model_dump(exclude={"enabled", "crossfit", "manifest"})
+        )
 
 
 class DetectorStage(UnavailableStage):
@@ -230,4 +248,7 @@ def load_retrain_config(
     # output_dir is the flow's (<work_dir>/train/<key>): keep the default so the cache key
     # does not depend on where the config file lives
     train = train.model_copy(update={"output_dir": config.train.output_dir})
-    return config.model_copy(update={"train": train})
+    cleaning = resolve_clean_paths(config.cleaning, base)
+    if cleaning.manifest is not None and not cleaning.manifest.is_absolute():
+        cleaning = cleaning.model_copy(update={"manifest": (base / cleaning.manifest).resolve()})
+    return config.model_copy(update={"train": train, "cleaning": cleaning})

@@ -1,4 +1,5 @@
-"""Prefect flow `retrain`: assemble -> [crossfit] -> train -> calibrate -> bundle -> register ->
+"""Prefect flow `retrain`: assemble -> [crossfit] -> [clean] -> train -> calibrate -> bundle ->
+register ->
 promote.
 
     python -m flows.retrain flows/configs/retrain_demo.yaml [--set train.schedule.epochs=2]
@@ -38,6 +39,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.caching import persisted, stage_dir
+from flows.clean import clean_for_training
 from flows.config import RetrainConfig, load_retrain_config, with_overrides
 from flows.crossfit import crossfit_predictions
 from flows.entry_point import existing_file
@@ -410,6 +412,8 @@ def retrain(
     if cfg.crossfit.enabled:
         crossfit = cfg.crossfit.library_config()
         oof = stage(crossfit_predictions)(crossfit, cfg.train, data, work).predictions
+    if cfg.cleaning.enabled:  # flows/clean.py: out-of-fold issues, review queue, new manifest
+        data = clean_for_training(cfg.cleaning, cfg.train, data, tracking, work, stage, oof)
     trained = stage(train_tagger)(cfg.train, data, tracking, work)
     calibrated = stage(calibrate_thresholds)(
         cfg.calibrate, trained.checkpoint, data, cfg.heldout_fold, work, oof

@@ -95,3 +95,23 @@ class RetrainSummary(BaseModel):
     metrics: dict[str, float]
     mlflow_ui: str
     markdown: str
+
+
+class Cleaned(BaseModel):
+    """The clean stage: the data to train on (a new manifest version when labels changed) and
+    the review material."""
+
+    model_config = ConfigDict(frozen=True)
+
+    assembled: Assembled  # as assembled, with `manifest` the cleaned version
+    base_manifest: Path
+    predictions: Path  # the out-of-fold predictions that ranked the issues
+    output_dir: Path
+    changes: Path | None
+    queue: Path
+    contact_sheet: Path
+    label_studio_tasks: Path
+    label_studio_config: Path
+    issues_per_tag: Path
+    issues_per_source: Path
+    summary: dict[str, Any]

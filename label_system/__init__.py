@@ -27,6 +27,7 @@ from label_system.priors import (
 )
 from label_system.taxonomy import (
     Category,
+    Guideline,
     Tag,
     Taxonomy,
     default_data_path,
@@ -37,6 +38,7 @@ from label_system.taxonomy import (
 __all__ = [
     "Category",
     "CoverageReport",
+    "Guideline",
     "HierarchyReport",
     "LabelSystemError",
     "MappingEntry",

@@ -37,6 +37,30 @@ class Category(BaseModel):
         return v
 
 
+class Guideline(BaseModel):
+    """How an annotator judges a tag: what counts, what does not, and its look-alikes.
+
+    Shown wherever a person decides a tag (review contact sheet, Label Studio tasks).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    counts: str = Field(description="what counts as the tag (visible, in the photo)")
+    excludes: str = Field(default="", description="what does not count, even if related")
+    look_alikes: tuple[str, ...] = Field(
+        default=(), description="things often confused with the tag"
+    )
+
+    def to_text(self) -> str:
+        """One paragraph: 'Counts: ... Does not count: ... Look-alikes: ...'."""
+        parts = [f"Counts: {self.counts}"]
+        if self.excludes:
+            parts.append(f"Does not count: {self.excludes}")
+        if self.look_alikes:
+            parts.append(f"Look-alikes: {', '.join(self.look_alikes)}")
+        return " ".join(p if p.endswith(".") else p + "." for p in parts)
+
+
 class Tag(BaseModel):
     """One tag of the label system."""
 
@@ -49,6 +73,7 @@ class Tag(BaseModel):
     aliases: tuple[str, ...] = ()
     small_object: bool = False
     description: str = ""
+    guideline: Guideline | None = None  # the annotation standard for this tag
 
     @field_validator("id")
     @classmethod
@@ -67,6 +92,10 @@ class Tag(BaseModel):
     def name(self, language: str = "en") -> str:
         """Display name in `language`, falling back to English."""
         return self.names.get(language, self.names["en"])
+
+    def guideline_text(self) -> str:
+        """The annotation guideline as one paragraph; the description (or '') without one."""
+        return self.guideline.to_text() if self.guideline else self.description
 
 
 class TaxonomyFile(BaseModel):

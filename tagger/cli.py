@@ -4,6 +4,8 @@
     tagger assemble work/demo/assemble.yaml    # sources -> manifest, cache, folds, report
     tagger calibrate job.yaml --check-folds 2  # held-out probs -> thresholds.json + report
     tagger train train.yaml [--resume]         # manifest -> checkpoints (torchrun for DDP)
+    tagger clean manifest.parquet oof.parquet --output-dir work/clean   # issues + review queue
+    tagger review export|import ...            # the review round trip (Label Studio, CSV)
 
 A subcommand is `(add_arguments(parser), run(args) -> exit code)`. Heavy imports happen inside
 `run`, so `tagger --help` stays fast. Bad input exits with code 2 and one readable message.
@@ -17,6 +19,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tagger.clean.command import (  # no torch
+    add_clean_arguments,
+    add_review_arguments,
+    run_clean_command,
+    run_review_command,
+)
 from tagger.inference.command import (  # no torch
     PREDICT_EPILOG,
     add_predict_arguments,
@@ -176,6 +184,16 @@ COMMANDS: dict[str, tuple[str, AddArguments, Run]] = {
         "tag images (folder, manifest or files) with a model bundle; resumable",
         add_predict_arguments,
         run_predict_command,
+    ),
+    "clean": (
+        "label issues, pseudo labels and the review queue from out-of-fold predictions",
+        add_clean_arguments,
+        run_clean_command,
+    ),
+    "review": (
+        "export the review queue (contact sheet, Label Studio) or import reviewed decisions",
+        add_review_arguments,
+        run_review_command,
     ),
 }
 

@@ -34,7 +34,7 @@ PROVENANCE_TYPE = pa.struct(
         ("kind", pa.string()),  # one of PROVENANCE_KINDS
     ]
 )
-PROVENANCE_KINDS = ("human", "mapped", "implied", "pseudo", "reviewed")
+PROVENANCE_KINDS = ("human", "mapped", "implied", "pseudo", "reviewed", "feedback")
 
 MANIFEST_SCHEMA = pa.schema(
     [

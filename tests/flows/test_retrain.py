@@ -109,7 +109,8 @@ def test_the_shipped_configs_load() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"demo": {}, "cleaning": {"enabled": True}}, "cleaning.enabled: .*cleaning stage is not"),
+        ({"demo": {}, "cleaning": {"pseudo": {"top_k": 0}}}, r"cleaning.pseudo.top_k: .*given: 0"),
+        ({"demo": {}, "cleaning": {"enabled": True, "queue": {"cap": 3}}}, "cleaning.queue.cap"),
         ({"demo": {}, "detector": {"enabled": True}}, "detector-fusion stage is not available"),
         ({"demo": {}, "priors": {"enabled": True}}, "priors stage is not available"),
         ({}, "exactly one of `demo`"),

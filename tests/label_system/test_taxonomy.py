@@ -211,3 +211,21 @@ def test_not_a_mapping_and_bad_yaml(tmp_path: Path) -> None:
         load_taxonomy(path)
     with pytest.raises(LabelSystemError, match="not found"):
         load_taxonomy(tmp_path / "missing.yaml")
+
+
+def test_guidelines_are_optional_validated_and_shipped() -> None:
+    from label_system.taxonomy import load_default_taxonomy
+
+    tax = load_default_taxonomy()
+    dog = tax.tags["dog"]
+    assert dog.guideline is not None and "wolf" in dog.guideline.look_alikes
+    assert dog.guideline_text().startswith("Counts: a real dog")
+    assert tax.tags["pet"].guideline is None
+    assert tax.tags["pet"].guideline_text() == tax.tags["pet"].description
+    assert sum(t.guideline is not None for t in tax.tags.values()) >= 15
+    snapshot = Taxonomy.from_dict(tax.to_dict())  # survives the bundle snapshot
+    assert snapshot.tags["dog"].guideline == dog.guideline
+    data = tax.to_dict()
+    data["tags"][0] = dict(data["tags"][0]) | {"guideline": {"excludes": "x"}}  # type: ignore[index]
+    with pytest.raises(LabelSystemError, match="counts"):
+        Taxonomy.from_dict(data)

@@ -1,0 +1,256 @@
+"""Does label cleaning find injected label noise, and does accepting its queue recover mAP?
+
+    .venv/bin/python bench/cleaning_noise.py /tmp/assembled_shared/manifest.parquet \\
+        [--cache-dir DIR] [--epochs 6 --image-size 96 --k 4 --test-folds 8 9 --seed 0]
+    .venv/bin/python bench/cleaning_noise.py --cost-only      # the 1M x 1,000 cost line only
+
+On the assembled `../shared/data` (`tagger assemble flows/configs/shared_data.yaml`):
+1. Folds `--test-folds` are held out with their labels as assembled ("clean"); the other folds
+   are the pool. Noise goes into the pool's *known* cells with a fixed seed: 10% of the known
+   positives are dropped (set to known negative) and false positives numbering 5% of the known
+   positives are added on random known negatives. Unknown cells are never touched.
+2. Out-of-fold probabilities of the pool on the noisy labels (`tagger.train.crossfit`, k cheap
+   models), then `tagger.clean` ranks label issues on known cells and builds the review queue
+   (default queue settings: at most 50 items per tag, 1,000 in all).
+3. Precision and recall of the queue's label issues against the injected flips.
+4. Three models with equal settings and seed, trained on the pool's noisy labels, on the noisy
+   labels after accepting every suggestion of the queue, and on the clean labels; mAP on the
+   test folds' clean labels (known cells only).
+5. Cost: issue ranking of 1M images x 1,000 tags of synthetic probabilities (30% of cells known,
+   5% of them flipped), numpy backend over blocks of tags, against cleanlab's own per-tag call
+   measured on a sample of tags in the same run.
+
+Last line: `RESULT cleaning_noise recall_at_queue=<x> precision_at_queue=<x> map_noisy=<x>
+map_cleaned=<x> map_clean=<x> cost_1m_x_1000_s=<x> cleanlab_1m_x_1000_s=<x>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from label_system.taxonomy import Taxonomy, load_default_taxonomy
+from tagger.clean.issues import IssueConfig, find_label_issues, tag_label_issues
+from tagger.clean.queue import QueueConfig, build_review_queue
+from tagger.data.manifest import read_manifest, targets_from_manifest
+from tagger.metrics import average_precision, mean_average_precision
+from tagger.train.crossfit import CrossFitConfig, cross_fit
+from tagger.train.predictions import predict_manifest
+from tagger.train.training import TrainConfig, train
+
+
+def inject_noise(
+    targets: np.ndarray,
+    known: np.ndarray,
+    rows: np.ndarray,
+    rng: np.random.Generator,
+    drop: float = 0.10,
+    add: float = 0.05,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`(noisy targets, flipped mask)`: in `rows`, `drop` of known positives -> negative, and
+    `add` x (known positives) known negatives -> positive."""
+    noisy = targets.copy()
+    in_rows = np.zeros(len(targets), bool)
+    in_rows[rows] = True
+    pos = np.argwhere((targets > 0.5) & known & in_rows[:, None])
+    neg = np.argwhere((targets < 0.5) & known & in_rows[:, None])
+    dropped = pos[rng.choice(len(pos), round(drop * len(pos)), replace=False)]
+    added = neg[rng.choice(len(neg), round(add * len(pos)), replace=False)]
+    flipped = np.zeros_like(known)
+    for cells, value in ((dropped, 0.0), (added, 1.0)):
+        noisy[cells[:, 0], cells[:, 1]] = value
+        flipped[cells[:, 0], cells[:, 1]] = True
+    return noisy, flipped
+
+
+def with_targets(manifest: pd.DataFrame, targets: np.ndarray, taxonomy: Taxonomy) -> pd.DataFrame:
+    """The manifest with each row's positive tags replaced by `targets` (known unchanged)."""
+    tags = np.asarray(taxonomy.tag_ids, dtype=object)
+    out = manifest.copy()
+    out["tags"] = [list(tags[row > 0.5]) for row in targets]
+    return out
+
+
+def train_config(
+    args: argparse.Namespace, manifest: Path, cache_dir: Path, out: Path
+) -> TrainConfig:
+    return TrainConfig.model_validate(
+        {
+            "model": {"backbone": "resnet18", "image_size": args.image_size, "pretrained": False},
+            "loss": {"name": "focal"},
+            "sampler": {"name": "repeat_factor", "threshold": 0.02},
+            "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.01},
+            "schedule": {"epochs": args.epochs, "warmup_epochs": 0.5},
+            "data": {"manifest": str(manifest), "cache_dir": str(cache_dir), "cache_size": 256,
+                     "val_fold": None, "batch_size": 32, "num_workers": 1},
+            "output_dir": str(out),
+            "device": "cpu",
+            "progress": False,
+            "seed": args.seed,
+        }
+    )  # fmt: skip
+
+
+def heldout_map(
+    cfg: TrainConfig, pool: pd.DataFrame, test: pd.DataFrame, taxonomy: Taxonomy, name: str
+) -> float:
+    """mAP on `test` (its labels as given) of a model trained on `pool`."""
+    t0 = time.time()
+    cfg = cfg.model_copy(update={"output_dir": cfg.output_dir / name})
+    result = train(cfg, pool.reset_index(drop=True), taxonomy)
+    assert result.model is not None
+    preprocessing = {"image_size": cfg.model.image_size, "resize": cfg.data.eval_fit,
+                     "mean": list(cfg.model.mean), "std": list(cfg.model.std)}  # fmt: skip
+    probs = predict_manifest(result.model, test, preprocessing, cache_dir=cfg.data.cache_dir)
+    targets, known = targets_from_manifest(test, taxonomy)
+    value = mean_average_precision(average_precision(probs, targets, known))
+    print(f"  {name}: held-out mAP {value:.4f} ({time.time() - t0:.0f} s)", flush=True)
+    return value
+
+
+def queue_scores(
+    queue: pd.DataFrame, flipped: np.ndarray, ids: pd.Index, tags: pd.Index
+) -> tuple[float, float, int]:
+    """(recall, precision, size) of the queue's label issues against the flipped cells."""
+    issues = queue[queue["kind"].isin(["missing", "wrong"])]
+    rows, cols = ids.get_indexer(issues["image_id"]), tags.get_indexer(issues["tag"])
+    hits = int(flipped[rows, cols].sum())
+    return hits / max(int(flipped.sum()), 1), hits / max(len(issues), 1), len(issues)
+
+
+def cost_line(
+    n: int = 1_000_000, t: int = 1000, block: int = 50, seed: int = 0
+) -> tuple[float, float]:
+    """Seconds to rank issues of an `[n, t]` problem (numpy backend, blocks of tags), and
+    cleanlab's per-tag call extrapolated from a sample of tags."""
+    rng = np.random.default_rng(seed)
+    ids = np.arange(n).astype(str).astype(object)
+    numpy_cfg = IssueConfig(backend="numpy", filter_by="confident_learning")
+    total, found, sample = 0.0, 0, []
+    for start in range(0, t, block):
+        width = min(block, t - start)
+        truth = rng.random((n, width), dtype=np.float32) < 0.05
+        probs = np.clip(truth * 0.7 + rng.random((n, width), dtype=np.float32) * 0.3, 0, 1)
+        known = rng.random((n, width), dtype=np.float32) < 0.3
+        labels = truth ^ (rng.random((n, width), dtype=np.float32) < 0.05)
+        t0 = time.perf_counter()
+        result = find_label_issues(probs, labels.astype(np.float32), known, ids,
+                                   [f"t{start + j}" for j in range(width)], numpy_cfg)  # fmt: skip
+        total += time.perf_counter() - t0
+        found += len(result.cells)
+        if start == 0:
+            cl_cfg = IssueConfig(filter_by="confident_learning")
+            for j in range(3):  # cleanlab itself on 3 tags of this block
+                rows = np.flatnonzero(known[:, j])
+                t1 = time.perf_counter()
+                tag_label_issues(probs[rows, j], labels[rows, j].astype(np.int64), cl_cfg)
+                sample.append(time.perf_counter() - t1)
+        del truth, probs, known, labels, result
+    cleanlab_total = float(np.mean(sample)) * t
+    print(
+        f"cost: {n:,} images x {t:,} tags (30% known): numpy backend {total:.1f} s "
+        f"({found:,} issues); cleanlab per tag {np.mean(sample):.2f} s -> ~{cleanlab_total:.0f} s "
+        f"for {t:,} tags ({cleanlab_total / total:.1f}x the numpy backend)",
+        flush=True,
+    )
+    return total, cleanlab_total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("manifest", type=Path, nargs="?")
+    parser.add_argument("--cache-dir", type=Path, help="default: <manifest folder>/cache")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--k", type=int, default=4, help="cross-fit models")
+    parser.add_argument("--test-folds", type=int, nargs="+", default=[8, 9])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cost-only", action="store_true")
+    parser.add_argument("--work", type=Path, help="work folder (default: a new temporary one); "
+                        "finished cross-fit models in it are reused")  # fmt: skip
+    parser.add_argument(
+        "--only", choices=["noisy", "cleaned", "clean"],
+        help="train only this final model (run the three in parallel), no RESULT line",
+    )  # fmt: skip
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.cost_only or args.manifest is None:
+        cost, cleanlab_cost = cost_line()
+        print(f"RESULT cleaning_noise cost_1m_x_1000_s={cost:.1f} "
+              f"cleanlab_1m_x_1000_s={cleanlab_cost:.0f}")  # fmt: skip
+        return
+    taxonomy = load_default_taxonomy()
+    manifest = read_manifest(args.manifest)
+    cache_dir = args.cache_dir or args.manifest.parent / "cache"
+    targets, known = targets_from_manifest(manifest, taxonomy)
+    in_test = manifest["fold"].isin(args.test_folds).to_numpy()
+    pool_rows = np.flatnonzero(~in_test)
+    noisy, flipped = inject_noise(targets, known, pool_rows, np.random.default_rng(args.seed))
+    print(f"{len(manifest)} images ({len(pool_rows)} pool, {int(in_test.sum())} test); "
+          f"{int(flipped.sum())} flips injected in the pool "
+          f"({int((flipped & (targets > 0.5)).sum())} dropped, "
+          f"{int((flipped & (targets < 0.5)).sum())} added)", flush=True)  # fmt: skip
+    out = args.work or Path(tempfile.mkdtemp(prefix="cleaning_noise_"))
+    cfg = train_config(args, args.manifest, cache_dir, out)
+    pool_noisy = with_targets(manifest, noisy, taxonomy)[~in_test].reset_index(drop=True)
+
+    t0 = time.time()
+    crossfit = CrossFitConfig(k=args.k)
+    oof = cross_fit(pool_noisy, taxonomy, cfg, crossfit, out / "crossfit")
+    print(f"cross-fit: {args.k} models, {time.time() - t0:.0f} s", flush=True)
+    rows = pd.Index(manifest["image_id"]).get_indexer(oof.image_ids)
+    t0 = time.time()
+    issues = find_label_issues(oof.probs, noisy[rows], known[rows], oof.image_ids, taxonomy.tag_ids)
+    positives = pd.Series((noisy[rows] * known[rows]).sum(0), index=list(taxonomy.tag_ids))
+    empty = pd.DataFrame(columns=["image_id", "tag", "model_prob", "api_score", "accepted"])
+    fb = pd.DataFrame(columns=["image_id", "tag", "value", "votes", "users"])
+    queue = build_review_queue(issues.cells, empty, fb, empty, positives, QueueConfig())
+    print(f"issues: {len(issues.cells)} flagged, queue {len(queue)} ({time.time() - t0:.1f} s)")
+    ids, tags = pd.Index(manifest["image_id"]), pd.Index(taxonomy.tag_ids)
+    recall, precision, size = queue_scores(queue, flipped, ids, tags)
+    all_r, all_p, all_n = queue_scores(
+        issues.cells.assign(kind=issues.cells["kind"]), flipped, ids, tags
+    )
+    print(
+        f"queue ({size} issues): recall {recall:.3f}, precision {precision:.3f}; "
+        f"all flagged ({all_n}): recall {all_r:.3f}, precision {all_p:.3f}",
+        flush=True,
+    )
+    for cut in (100, 250, 500):
+        r, p, _ = queue_scores(queue.head(cut), flipped, ids, tags)
+        print(f"  top {cut}: recall {r:.3f}, precision {p:.3f}")
+
+    cleaned = noisy.copy()
+    qr, qc = ids.get_indexer(queue["image_id"]), tags.get_indexer(queue["tag"])
+    cleaned[qr, qc] = (queue["suggested"] == "positive").to_numpy(np.float32)
+    print(f"accepting the queue: {int((cleaned != noisy).sum())} cells changed, "
+          f"{int(((cleaned != noisy) & flipped).sum())} of them injected flips undone")  # fmt: skip
+    test = manifest[in_test].reset_index(drop=True)
+    maps = {}
+    for name, labels in (("noisy", noisy), ("cleaned", cleaned), ("clean", targets)):
+        if args.only not in (None, name):
+            continue
+        pool = with_targets(manifest, labels, taxonomy)[~in_test]
+        maps[name] = heldout_map(cfg, pool, test, taxonomy, name)
+    if args.only:
+        return
+    recovered = (maps["cleaned"] - maps["noisy"]) / max(maps["clean"] - maps["noisy"], 1e-9)
+    print(f"share of the lost mAP recovered: {recovered:.2f}")
+    cost, cleanlab_cost = cost_line()
+    print(
+        f"RESULT cleaning_noise recall_at_queue={recall:.3f} precision_at_queue={precision:.3f} "
+        f"map_noisy={maps['noisy']:.4f} map_cleaned={maps['cleaned']:.4f} "
+        f"map_clean={maps['clean']:.4f} cost_1m_x_1000_s={cost:.1f} "
+        f"cleanlab_1m_x_1000_s={cleanlab_cost:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Ranked label issues: cleanlab per tag on known cells only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cleanlab.multilabel_classification.filter import find_multilabel_issues_per_class
+
+from tagger.clean.issues import IssueConfig, find_label_issues, tag_label_issues
+
+
+def noisy_problem(n: int = 240, t: int = 5, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """True labels, probabilities that follow them, and labels with ~10% of cells flipped."""
+    rng = np.random.default_rng(seed)
+    truth = (rng.random((n, t)) < 0.3).astype(np.int64)
+    probs = np.clip(0.75 * truth + 0.25 * rng.random((n, t)), 0, 1)
+    flips = rng.random((n, t)) < 0.1
+    labels = np.where(flips, 1 - truth, truth)
+    return truth, probs, labels, flips
+
+
+def as_mask(result, n: int, tags: list[str]) -> np.ndarray:
+    mask = np.zeros((n, len(tags)), bool)
+    for row in result.cells.itertuples():
+        mask[int(row.image_id), tags.index(row.tag)] = True
+    return mask
+
+
+def test_all_known_equals_cleanlab_multilabel_per_class() -> None:
+    _, probs, labels, flips = noisy_problem()
+    n, t = labels.shape
+    tags = [f"t{j}" for j in range(t)]
+    reference = find_multilabel_issues_per_class(
+        labels=[list(np.flatnonzero(r)) for r in labels], pred_probs=probs
+    )
+    result = find_label_issues(
+        probs, labels, np.ones_like(labels, bool), [str(i) for i in range(n)], tags
+    )
+    mine = as_mask(result, n, tags)
+    assert reference.sum() > 20  # the fixture has issues to find
+    np.testing.assert_array_equal(mine, reference)
+    assert (mine & flips).sum() / mine.sum() > 0.9  # flagged cells are mostly real flips
+
+
+def test_unknown_cells_are_never_read_nor_flagged() -> None:
+    _truth, probs, labels, _ = noisy_problem(seed=1)
+    n, t = labels.shape
+    rng = np.random.default_rng(5)
+    known = rng.random((n, t)) < 0.6
+    tags = [f"t{j}" for j in range(t)]
+    ids = [str(i) for i in range(n)]
+    # an unknown cell holds label 0 (how a full label list would read it) with a confident
+    # positive probability: reading it as a negative would flag it as a missing positive
+    probs_a = probs.copy()
+    probs_a[~known] = 0.99
+    labels_a = np.where(known, labels, 0)
+    probs_b = probs.copy()
+    probs_b[~known] = rng.random(int((~known).sum()))
+    a = find_label_issues(probs_a, labels_a, known, ids, tags)
+    b = find_label_issues(probs_b, np.where(known, labels, 1), known, ids, tags)
+    flagged = as_mask(a, n, tags)
+    assert not (flagged & ~known).any()
+    # the same flags whatever the unknown cells hold
+    np.testing.assert_array_equal(flagged, as_mask(b, n, tags))
+    # and the same as cleanlab on each tag's known rows alone
+    for j in range(t):
+        rows = np.flatnonzero(known[:, j])
+        ref = find_multilabel_issues_per_class(
+            labels=[[0] if y else [] for y in labels[rows, j]], pred_probs=probs[rows, j : j + 1]
+        )
+        np.testing.assert_array_equal(flagged[rows, j], ref[:, 0])
+    # while masking nothing (reading unknown as negative) would flag the unknown cells
+    c = find_label_issues(probs_a, labels_a, np.ones_like(known), ids, tags)
+    assert (as_mask(c, n, tags) & ~known).sum() > 50
+
+
+def test_kinds_scores_and_ranks() -> None:
+    probs = np.array([[0.95], [0.9], [0.05], [0.1], [0.92], [0.08], [0.2], [0.85]])
+    labels = np.array([[1], [1], [0], [0], [0], [1], [0], [1]])
+    known = np.ones_like(labels, bool)
+    result = find_label_issues(probs, labels, known, list("abcdefgh"), ["dog"])
+    cells = result.cells.set_index("image_id")
+    assert set(cells.index) == {"e", "f"}
+    assert cells.loc["e", "kind"] == "missing" and cells.loc["f", "kind"] == "wrong"
+    assert cells.loc["e", "quality"] == pytest.approx(0.08, abs=1e-6)  # 1 - p for a negative
+    assert cells.loc["f", "quality"] == pytest.approx(0.08, abs=1e-6)  # p for a positive
+    assert list(result.cells["rank"]) == [1, 2]
+    tag = result.per_tag.iloc[0]
+    assert (tag["known"], tag["positives"], tag["missing"], tag["wrong"]) == (8, 4, 1, 1)
+    assert set(result.per_image["image_id"]) == {"e", "f"}
+
+
+def test_numpy_backend_matches_cleanlab_confident_learning() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(25):
+        n = int(rng.integers(10, 300))
+        y = (rng.random(n) < rng.uniform(0.05, 0.7)).astype(np.int64)
+        p = np.clip(y * rng.uniform(0.1, 0.8) + rng.random(n) * 0.6, 0, 1)
+        flip = rng.random(n) < 0.1
+        y = np.where(flip, 1 - y, y)
+        a, qa = tag_label_issues(p, y, IssueConfig(filter_by="confident_learning"))
+        b, qb = tag_label_issues(p, y, IssueConfig(filter_by="confident_learning", backend="numpy"))
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(qa, qb)
+
+
+def test_too_few_of_a_class_is_not_checked_and_empty_inputs() -> None:
+    probs = np.array([[0.1, 0.9], [0.2, 0.8], [0.9, 0.7]])
+    labels = np.array([[1, 0], [1, 0], [1, 1]])
+    known = np.array([[True, False], [True, False], [True, False]])
+    result = find_label_issues(probs, labels, known, ["a", "b", "c"], ["x", "y"])
+    assert result.cells.empty and result.per_image.empty
+    assert result.per_tag["checked"].tolist() == [False, False]
+    assert result.per_tag["known"].tolist() == [3, 0]
+
+
+def test_bad_shapes_and_numpy_filter_are_refused() -> None:
+    with pytest.raises(ValueError, match="must be"):
+        find_label_issues(
+            np.zeros((2, 2)), np.zeros((2, 3)), np.ones((2, 2), bool), ["a", "b"], ["x", "y"]
+        )
+    with pytest.raises(ValueError, match="confident_learning"):
+        IssueConfig(backend="numpy")
