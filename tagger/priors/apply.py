@@ -1,0 +1,403 @@
+"""Prior rules applied to a score matrix: implications lift, exclusions cap, in one pass.
+
+A rule set (`RuleSet`, from `compile_rules`) holds three kinds of rule over tag columns:
+
+- `parent: dog -> mammal`: a taxonomy parent edge (every tag implies its parents);
+- `implies: forest -> tree`: an implication of `label_system/data/priors.yaml`;
+- `excludes: indoor / outdoor`: two tags that do not occur in one photo.
+
+Each rule has a weight in [0, 1]: 1 is a hard rule, 0 switches it off, in between discounts the
+evidence it passes on. Implications are precomputed as their transitive closure with max-product
+weights (`W[a, b]` = the best product of weights over the chains a -> ... -> b), kept per implied
+tag as index lists, so a chain applies in one pass.
+
+Where thresholds are given, the rules act on threshold-normalised scores
+`u = N_t(s)`: piecewise linear with `N_t(0) = 0`, `N_t(threshold_t) = 0.5`, `N_t(1) = 1`, so
+`s >= threshold_t` exactly when `u >= 0.5` ("present"), and a tag's evidence is compared with
+another's relative to their own thresholds. Without thresholds `u = s` (every threshold 0.5).
+
+1. Lift: `v_b = max(u_b, max_a W[a, b] * u_a)` over the tags a that imply b.
+2. Exclusions, decided on the lifted `v`: for an excluded pair the weaker side loses (a tie: the
+   pair's second tag). The loser is capped at `c = 1 - w * v_winner` (mutually exclusive events:
+   P(a) + P(b) <= 1), and for a hard rule whose winner is present, strictly below 0.5 (absent).
+   Every tag that implies the loser is capped at `c / W[x, loser]` too, so that lifting cannot
+   bring the loser back.
+3. Lift again from the capped scores: `out = lift(min(u, caps))`; map back with `N_t^-1`.
+
+A change smaller than a float32 rounding allowance (`tolerance`, ~1e-5) is not made unless it
+makes a tag present or absent.
+
+Cells no rule changes keep their exact input score. The output obeys every hard rule at the
+thresholds it was applied with: no tag present without the tags it implies, no excluded pair
+present together. Applying it twice changes nothing (the tests check both on random rule sets).
+
+Thresholds and calibration: the thresholds a tagger predicts with are calibrated on post-prior
+scores, and the bundle's thresholds are the ones `Predictor` applies the rules with, so the
+consistency above holds for every prediction. The priors stage of the retrain flow normalises
+with reference thresholds chosen on the same held-out scores (`tagger.priors.measure`), which
+calibration then refines; see flows/priors.py.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from label_system.priors import PriorRules
+from label_system.taxonomy import Taxonomy
+
+RuleKind = Literal["parent", "implies", "excludes"]
+HALF = np.float32(0.5)
+BELOW_HALF = np.nextafter(HALF, np.float32(0.0))  # the largest float32 below 0.5: "absent"
+DEFAULT_CHUNK_ROWS = 16384
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule over tag columns `a`, `b` (a implies b, or a and b exclude each other)."""
+
+    kind: RuleKind
+    a: int
+    b: int
+    name: str
+    weight: float = 1.0
+
+
+@dataclass
+class RuleSet:
+    """Rules compiled for `apply_priors`: closure index lists and exclusion pairs.
+
+    sources[b]: columns that imply b (transitively), `weights[b]` their closure weights W[., b];
+    groups: implied tags grouped by number of sources (one gather per group);
+    pairs: exclusion (a, b, weight).
+    """
+
+    tag_ids: tuple[str, ...]
+    rules: tuple[Rule, ...]
+    sources: list[np.ndarray] = field(default_factory=list)
+    weights: list[np.ndarray] = field(default_factory=list)
+    groups: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    pairs: list[tuple[int, int, float]] = field(default_factory=list)
+    via_rule: dict[tuple[int, int], bool] = field(default_factory=dict)
+
+    @property
+    def num_tags(self) -> int:
+        return len(self.tag_ids)
+
+    def names(self) -> list[str]:
+        return [r.name for r in self.rules]
+
+    def describe(self, tag: int, code: int) -> str | None:
+        """What a `PriorResult.source` code says about `tag`, e.g. 'tree: implied by forest'."""
+        if code == 0:
+            return None
+        t = self.tag_ids[tag]
+        if code > 0:
+            src = code - 1
+            verb = "implied by" if self.via_rule.get((src, tag), True) else "parent of"
+            return f"{t}: {verb} {self.tag_ids[src]}"
+        return f"{t}: excluded by {self.tag_ids[-code - 1]}"
+
+
+def rule_names(taxonomy: Taxonomy, priors: PriorRules | None, parents: bool = True) -> list[str]:
+    """Names of every rule `compile_rules` builds (for configs that weight or drop rules)."""
+    return [r.name for r in _rules(taxonomy, priors, parents)]
+
+
+def _rules(taxonomy: Taxonomy, priors: PriorRules | None, parents: bool) -> list[Rule]:
+    index = {t: i for i, t in enumerate(taxonomy.tag_ids)}
+    out: list[Rule] = []
+    if parents:
+        for t in taxonomy.tag_ids:
+            for p in taxonomy.parents(t):
+                out.append(Rule("parent", index[t], index[p], f"parent: {t} -> {p}"))
+    if priors is not None:
+        for a, b in priors.implies:
+            out.append(Rule("implies", index[a], index[b], f"implies: {a} -> {b}"))
+        for a, b in priors.excludes:
+            out.append(Rule("excludes", index[a], index[b], f"excludes: {a} / {b}"))
+    return out
+
+
+def compile_rules(
+    taxonomy: Taxonomy,
+    priors: PriorRules | None,
+    *,
+    weights: Mapping[str, float] | None = None,
+    parents: bool = True,
+) -> RuleSet:
+    """A `RuleSet` over `taxonomy`'s columns: its parent edges (when `parents`) and `priors`.
+
+    weights: rule name -> weight in [0, 1] (default 1; 0 switches the rule off); names as
+    `rule_names` gives them, e.g. {"implies: beach -> water": 0.5, "parent: dog -> pet": 0}.
+
+    >>> from label_system.taxonomy import load_default_taxonomy
+    >>> from label_system.priors import load_default_priors
+    >>> tax = load_default_taxonomy()
+    >>> rs = compile_rules(tax, load_default_priors(tax), weights={"implies: forest -> tree": 0})
+    >>> "implies: forest -> tree" in rs.names()
+    False
+    """
+    rules = _rules(taxonomy, priors, parents)
+    weights = dict(weights or {})
+    known = {r.name for r in rules}
+    unknown = sorted(set(weights) - known)
+    if unknown:
+        raise ValueError(
+            f"rule weights name unknown rules {unknown[:5]}; names look like "
+            f"{sorted(known)[:3]} (see tagger.priors.apply.rule_names)"
+        )
+    bad = {k: v for k, v in weights.items() if not 0.0 <= float(v) <= 1.0}
+    if bad:
+        raise ValueError(f"rule weights must be in [0, 1]; got {bad}")
+    kept = tuple(
+        Rule(r.kind, r.a, r.b, r.name, float(weights.get(r.name, 1.0)))
+        for r in rules
+        if weights.get(r.name, 1.0) > 0
+    )
+    return build_rule_set(taxonomy.tag_ids, kept)
+
+
+def build_rule_set(tag_ids: Iterable[str], rules: Iterable[Rule]) -> RuleSet:
+    """Closure and exclusion lists for `rules` (implications must not form a cycle)."""
+    tag_ids = tuple(tag_ids)
+    rules = tuple(rules)
+    t = len(tag_ids)
+    edges: dict[int, dict[int, tuple[float, bool]]] = defaultdict(dict)  # b -> a -> (w, rule?)
+    for r in rules:
+        if r.kind == "excludes" or r.weight <= 0:
+            continue
+        old = edges[r.b].get(r.a, (0.0, False))
+        if r.weight > old[0] or (r.weight == old[0] and r.kind == "implies"):
+            edges[r.b][r.a] = (r.weight, r.kind == "implies")
+    closure: dict[int, dict[int, tuple[float, bool]]] = {}
+    for b in _topological(t, edges):
+        best: dict[int, tuple[float, bool]] = {}
+        for a, (w, is_rule) in edges.get(b, {}).items():
+            for x, (wx, rx) in [(a, (1.0, False)), *closure[a].items()]:
+                cand = (w * wx, is_rule or rx)
+                if x not in best or cand[0] > best[x][0]:
+                    best[x] = cand
+        closure[b] = best
+    rs = RuleSet(tag_ids, rules)
+    by_count: dict[int, list[int]] = defaultdict(list)
+    for b in range(t):
+        src = sorted(closure[b])
+        rs.sources.append(np.asarray(src, dtype=np.int64))
+        rs.weights.append(np.asarray([closure[b][x][0] for x in src], dtype=np.float32))
+        rs.via_rule.update({(x, b): closure[b][x][1] for x in src})
+        if src:
+            by_count[len(src)].append(b)
+    for k in sorted(by_count):
+        tags = np.asarray(by_count[k], dtype=np.int64)
+        rs.groups.append(
+            (tags, np.stack([rs.sources[b] for b in tags]), np.stack([rs.weights[b] for b in tags]))
+        )
+    rs.pairs = [(r.a, r.b, r.weight) for r in rules if r.kind == "excludes" and r.weight > 0]
+    return rs
+
+
+def _topological(t: int, edges: Mapping[int, Mapping[int, object]]) -> list[int]:
+    """Columns ordered so that every implying tag comes before the tags it implies."""
+    indegree = [len(edges.get(b, {})) for b in range(t)]
+    out_edges: dict[int, list[int]] = defaultdict(list)
+    for b, srcs in edges.items():
+        for a in srcs:
+            out_edges[a].append(b)
+    order = [b for b in range(t) if indegree[b] == 0]
+    for a in order:  # grows while iterating (Kahn's algorithm)
+        for b in out_edges[a]:
+            indegree[b] -= 1
+            if indegree[b] == 0:
+                order.append(b)
+    if len(order) != t:
+        raise ValueError("implications form a cycle; check the rules with label_system.priors")
+    return order
+
+
+# ---- application ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PriorResult:
+    """Post-prior scores `[N, T]` float32 and, per cell, which rule changed it.
+
+    source: int32 `[N, T]`: 0 unchanged; `k > 0` lifted by tag `k - 1` (it implies this tag);
+    `k < 0` capped by an exclusion that tag `-k - 1` won. `RuleSet.describe(tag, code)` words it.
+    """
+
+    scores: np.ndarray
+    source: np.ndarray
+
+
+def check_thresholds(thresholds: np.ndarray | None, t: int) -> np.ndarray:
+    """Thresholds `[T]` float32 for normalising: NaN (a disabled tag) -> 0.5; (0, 1] required."""
+    if thresholds is None:
+        return np.full(t, HALF, dtype=np.float32)
+    th = np.asarray(thresholds, dtype=np.float32)
+    if th.shape != (t,):
+        raise ValueError(f"thresholds have shape {th.shape}; the rules cover {t} tags")
+    th = np.where(np.isnan(th), HALF, th)
+    if (th <= 0).any() or (th > 1).any():
+        bad = np.flatnonzero((th <= 0) | (th > 1))[:5]
+        raise ValueError(f"thresholds must be in (0, 1]; columns {bad.tolist()} are not")
+    return th
+
+
+def tolerance(thresholds: np.ndarray) -> np.ndarray:
+    """Smallest change `[T]` (normalised units) the rules make unless it flips presence.
+
+    A changed score is written back through `denormalise` in float32; read again, it may sit a
+    rounding error (~3e-8 / (1 - threshold)) away from where it was put. Skipping changes below
+    twice that keeps a second application from moving anything (idempotence).
+    """
+    gap = np.maximum(np.float32(1) - thresholds, np.float32(1e-7))
+    return (np.float32(1e-5) + np.float32(1e-7) / gap).astype(np.float32)
+
+
+def normalise(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """`u = N_t(s)`: threshold -> 0.5, linear on each side; `u >= 0.5` exactly when `s >= t`."""
+    s = scores.astype(np.float32, copy=False)
+    th = thresholds[None, :]
+    low = np.minimum(HALF * s / th, BELOW_HALF)
+    high = HALF + HALF * (s - th) / np.maximum(np.float32(1) - th, np.float32(1e-12))
+    return np.where(s >= th, np.maximum(high, HALF), low).astype(np.float32)
+
+
+def denormalise(u: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """`N_t^-1(u)`, with `s >= t` exactly when `u >= 0.5` (guarded against rounding)."""
+    th = thresholds[None, :]
+    below = np.nextafter(th, np.float32(0.0))
+    low = np.minimum(np.float32(2) * u * th, below)
+    high = np.maximum(th + (np.float32(2) * u - np.float32(1)) * (np.float32(1) - th), th)
+    return np.clip(np.where(u >= HALF, high, low), 0.0, 1.0).astype(np.float32)
+
+
+def apply_priors(
+    scores: np.ndarray,
+    rules: RuleSet,
+    thresholds: np.ndarray | None = None,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> PriorResult:
+    """Post-prior scores `[N, T]` (see the module docstring), processed `chunk_rows` at a time.
+
+    scores: probabilities `[N, T]` in [0, 1], columns in `rules.tag_ids` order.
+    thresholds: `[T]` the tagger predicts with (None: 0.5 for every tag).
+    """
+    scores = np.asarray(scores)
+    if scores.ndim != 2 or scores.shape[1] != rules.num_tags:
+        raise ValueError(f"scores must be [N, {rules.num_tags}]; got {scores.shape}")
+    th = check_thresholds(thresholds, rules.num_tags)
+    out = np.empty(scores.shape, dtype=np.float32)
+    source = np.zeros(scores.shape, dtype=np.int32)
+    for r0 in range(0, len(scores), chunk_rows):
+        rows = slice(r0, r0 + chunk_rows)
+        out[rows], source[rows] = _apply_chunk(scores[rows], rules, th)
+    return PriorResult(out, source)
+
+
+def _apply_chunk(
+    scores: np.ndarray, rules: RuleSet, th: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    s = scores.astype(np.float32, copy=False)
+    u = normalise(s, th)
+    tol = tolerance(th)
+    source = np.zeros(s.shape, dtype=np.int32)
+    if rules.pairs:
+        lifted, _ = lift(u, rules, tol)
+        caps, winner = exclusion_caps(lifted, rules)
+        cut = (caps < u - tol) | ((caps < HALF) & (u >= HALF))
+        capped = np.where(cut, caps, u)
+    else:
+        capped, winner = u, None
+    final, lifted_by = lift(capped, rules, tol)
+    up, down = final > u, final < u
+    source[up] = lifted_by[up] + 1
+    if winner is not None:
+        source[down] = -(winner[down] + 1)
+    changed = up | down
+    out = np.where(changed, denormalise(final, th), s)
+    return out, source
+
+
+def lift(
+    u: np.ndarray, rules: RuleSet, tol: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`v_b = max(u_b, max_a W[a, b] u_a)` for every implied tag, and the best source `a`.
+
+    tol `[T]`: a raise smaller than this is not made unless it makes the tag present.
+    """
+    v = u.copy()
+    best_src = np.full(u.shape, -1, dtype=np.int32)
+    for tags, srcs, ws in rules.groups:  # tags [g], srcs [g, k], ws [g, k]
+        gathered = u[:, srcs]  # [n, g, k]
+        if (ws != 1).any():
+            gathered = gathered * ws[None]
+        arg = gathered.argmax(axis=2)  # [n, g]
+        best = np.take_along_axis(gathered, arg[..., None], axis=2)[..., 0]
+        own = u[:, tags]
+        margin = own if tol is None else own + tol[tags]
+        raise_ = (best > margin) | ((best >= HALF) & (own < HALF))
+        v[:, tags] = np.where(raise_, best, own)
+        best_src[:, tags] = np.where(raise_, srcs[np.arange(len(tags))[None, :], arg], -1)
+    return v, best_src
+
+
+def exclusion_caps(v: np.ndarray, rules: RuleSet) -> tuple[np.ndarray, np.ndarray]:
+    """Caps `[n, T]` (1 = none) from the excluded pairs decided on lifted scores `v`, and the
+    winning tag of the pair that set each cap (-1 = none)."""
+    caps = np.ones(v.shape, dtype=np.float32)
+    winner = np.full(v.shape, -1, dtype=np.int32)
+    for a, b, w in rules.pairs:
+        b_loses = v[:, a] >= v[:, b]  # a tie: the pair's second tag loses
+        strong = np.where(b_loses, v[:, a], v[:, b])
+        cap = np.float32(1) - np.float32(w) * strong
+        if w >= 1:
+            cap = np.where(strong >= HALF, np.minimum(cap, BELOW_HALF), cap)
+        for loser, win, rows in ((b, a, b_loses), (a, b, ~b_loses)):
+            if not rows.any():
+                continue
+            cols = np.concatenate([[loser], rules.sources[loser]])
+            wts = np.concatenate([[1.0], rules.weights[loser]]).astype(np.float32)
+            # a source x of the loser passes on W[x, loser] * u_x: cap it at cap / W
+            want = np.minimum(cap[rows, None] / wts[None, :], np.float32(1))
+            sub = caps[np.ix_(rows, cols)]
+            lower = want < sub
+            caps[np.ix_(rows, cols)] = np.where(lower, want, sub)
+            wsub = winner[np.ix_(rows, cols)]
+            winner[np.ix_(rows, cols)] = np.where(lower, win, wsub)
+    return caps, winner
+
+
+# ---- checking ---------------------------------------------------------------------------------
+
+
+def violations(
+    scores: np.ndarray, rules: RuleSet, thresholds: np.ndarray | None = None
+) -> dict[str, int]:
+    """Hard-rule violations of decisions `scores >= thresholds` (NaN threshold: tag disabled,
+    its rules not checked): {"implies": cells where a present tag's implied tag is absent,
+    "excludes": rows x pairs present together}."""
+    th_raw = None if thresholds is None else np.asarray(thresholds, dtype=np.float32)
+    th = check_thresholds(th_raw, rules.num_tags)
+    enabled = np.ones(rules.num_tags, bool) if th_raw is None else ~np.isnan(th_raw)
+    present = np.asarray(scores, dtype=np.float32) >= th[None, :]
+    bad_implies = 0
+    for b in range(rules.num_tags):
+        if not enabled[b]:
+            continue
+        for a, w in zip(rules.sources[b], rules.weights[b], strict=True):
+            # closure weight 1: a chain of hard rules leads from a to b
+            if w >= 1 and enabled[a]:
+                bad_implies += int((present[:, a] & ~present[:, b]).sum())
+    bad_excludes = 0
+    for a, b, w in rules.pairs:
+        if w >= 1 and enabled[a] and enabled[b]:
+            bad_excludes += int((present[:, a] & present[:, b]).sum())
+    return {"implies": bad_implies, "excludes": bad_excludes}
+
