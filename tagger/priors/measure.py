@@ -35,7 +35,7 @@ RULE_COLUMNS = (
     "rule", "kind", "changed", "tags", "worst_tag", "delta_ap", "delta_f1", "harmful",
 )  # fmt: skip
 DETAIL_COLUMNS = (
-    "rule", "tag", "changed", "support_pos", "ap_without", "ap_with", "precision_without",
+    "rule", "tag", "changed", "support_pos", "support_neg", "ap_without", "ap_with", "precision_without",
     "precision_with", "recall_without", "recall_with", "f1_without", "f1_with",
 )  # fmt: skip
 
@@ -55,11 +55,13 @@ def reference_thresholds(
     *,
     target_precision: float = 0.9,
     min_positives: int = 3,
+    min_negatives: int = 3,
 ) -> np.ndarray:
     """Per-tag thresholds `[T]` float32 to apply and measure rules at.
 
     The lowest threshold whose known-cell precision reaches `target_precision`; where none
-    does, the best-F1 threshold; tags with fewer than `min_positives` known positives: 0.5.
+    does, the best-F1 threshold; tags with fewer than `min_positives` known positives or
+    `min_negatives` known negatives (precision means nothing without negatives): 0.5.
     """
     out = np.full(probs.shape[1], 0.5, dtype=np.float32)
     for cols, pts in iter_curve_blocks(probs, targets, known):
@@ -68,7 +70,7 @@ def reference_thresholds(
             pts.valid, 2 * pts.tp / np.maximum(pts.tp + pts.fp + pts.n_pos[:, None], 1), -1
         )
         for j in range(prec.shape[0]):
-            if pts.n_pos[j] < min_positives:
+            if pts.n_pos[j] < min_positives or pts.n_neg[j] < min_negatives:
                 continue
             ok = pts.valid[j] & (prec[j] >= target_precision)
             # points run from the highest threshold down: the last reaching the precision
@@ -116,6 +118,7 @@ def measure_rules(
                         "tag": rules.tag_ids[tag],
                         "changed": int(changed[:, tag].sum()),
                         "support_pos": int(at_full.n_pos[tag]),
+                        "support_neg": int(at_full.n_neg[tag]),
                         "ap_without": ap_alt[i],
                         "ap_with": ap_full[tag],
                         "precision_without": at_alt.precision[i],
@@ -189,6 +192,7 @@ def compare_tags(
     after the rules (`before`, `after`: scores `[N, T]`)."""
     has_children = {p for t in taxonomy.tag_ids for p in taxonomy.parents(t)}
     pos = ((targets != 0) & known).sum(axis=0)
+    neg = known.sum(axis=0) - pos
     rec_b = max_recall_at_precision(before, targets, known, standard.precision)
     rec_a = max_recall_at_precision(after, targets, known, standard.precision)
     return pd.DataFrame(
@@ -196,6 +200,7 @@ def compare_tags(
             "tag": list(taxonomy.tag_ids),
             "role": ["parent" if t in has_children else "leaf" for t in taxonomy.tag_ids],
             "support_pos": pos,
+            "support_neg": neg,
             "ap_before": average_precision(before, targets, known),
             "ap_after": average_precision(after, targets, known),
             "recall_at_p_before": rec_b,
@@ -206,9 +211,12 @@ def compare_tags(
     )
 
 
-def summarise_tags(table: pd.DataFrame, min_positives: int = 1) -> dict[str, float]:
-    """Mean AP before/after for parent and leaf tags, and how many tags meet the standard."""
-    rows = table[table["support_pos"] >= min_positives]
+def summarise_tags(
+    table: pd.DataFrame, min_positives: int = 3, min_negatives: int = 3
+) -> dict[str, float]:
+    """Mean AP before/after for parent and leaf tags, and how many tags meet the standard, over
+    tags with enough known positives and negatives (without negatives AP is 1 whatever)."""
+    rows = table[(table["support_pos"] >= min_positives) & (table["support_neg"] >= min_negatives)]
     out: dict[str, float] = {}
     for role in ("parent", "leaf"):
         part = rows[rows["role"] == role]
