@@ -1,4 +1,4 @@
-"""Prefect flow `retrain`: assemble -> train -> calibrate -> bundle -> register -> promote.
+"""Prefect flow `retrain`: assemble -> train -> priors -> calibrate -> bundle -> register -> promote.
 
     python -m flows.retrain flows/configs/retrain_demo.yaml [--set train.schedule.epochs=2]
     prefect deployment run 'retrain/retrain-manual'          # through deploy/prefect.yaml
@@ -30,6 +30,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.caching import persisted, stage_dir
 from flows.config import RetrainConfig, load_retrain_config, with_overrides
+from flows.priors import apply_prior_rules
 from flows.stages import (
     Assembled,
     Calibrated,
@@ -161,17 +162,24 @@ def train_tagger(
 
 @task(name="calibrate")
 def calibrate_thresholds(
-    config: CalibrationConfig, checkpoint: Path, data: Assembled, val_fold: int, work_dir: Path
+    config: CalibrationConfig,
+    checkpoint: Path,
+    data: Assembled,
+    val_fold: int,
+    work_dir: Path,
+    scores: Path | None = None,
 ) -> Calibrated:
-    """Score the held-out fold with the best checkpoint, then choose per-tag thresholds on it
-    (report, plots, summary); the model never saw these images."""
+    """Score the held-out fold with the best checkpoint (or read `scores`: the held-out
+    predictions an earlier stage transformed, e.g. post-prior), then choose per-tag thresholds on
+    it (report, plots, summary); the model never saw these images."""
     from flows.heldout import write_heldout_predictions
     from tagger.calibrate.job import CalibrateJobConfig, run_calibrate_job
 
     out = stage_dir(
-        work_dir, "calibrate", config=config, checkpoint=checkpoint, data=data, val_fold=val_fold
-    )
-    predictions = write_heldout_predictions(
+        work_dir, "calibrate", config=config, checkpoint=checkpoint, data=data, val_fold=val_fold,
+        scores=scores,
+    )  # fmt: skip
+    predictions = scores or write_heldout_predictions(
         checkpoint, data.manifest, data.cache_dir, val_fold, out / "heldout_predictions.parquet"
     )
     job = CalibrateJobConfig(
@@ -195,19 +203,27 @@ def calibrate_thresholds(
 
 @task(name="bundle")
 def package_bundle(
-    checkpoint: Path, calibration: Calibrated, data: Assembled, work_dir: Path
+    checkpoint: Path,
+    calibration: Calibrated,
+    data: Assembled,
+    work_dir: Path,
+    priors: Path | None = None,
 ) -> Path:
-    """The model bundle: weights, taxonomy snapshot, preprocessing, thresholds, metrics."""
+    """The model bundle: weights, taxonomy snapshot, preprocessing, thresholds, metrics, and the
+    prior rules in force (`priors`, a priors YAML) when the priors stage ran."""
     from flows.heldout import build_bundle
     from tagger.bundle.model_bundle import save_bundle
 
-    out = stage_dir(work_dir, "bundle", checkpoint=checkpoint, calibration=calibration, data=data)
+    out = stage_dir(
+        work_dir, "bundle", checkpoint=checkpoint, calibration=calibration, data=data, priors=priors
+    )
     bundle = build_bundle(
         checkpoint,
         calibration.thresholds,
         data.manifest,
         data.taxonomy,
         headline_metrics(calibration.summary),
+        priors=priors,
     )
     return save_bundle(bundle, out / "bundle")
 
@@ -380,10 +396,11 @@ def retrain(
         assembly = cfg.assemble
     data = stage(assemble_data)(assembly, source_files(assembly), work)
     trained = stage(train_tagger)(cfg.train, data, tracking, work)
+    priors = stage(apply_prior_rules)(cfg.priors, trained, data, cfg.heldout_fold, tracking, work)
     calibrated = stage(calibrate_thresholds)(
-        cfg.calibrate, trained.checkpoint, data, cfg.heldout_fold, work
+        cfg.calibrate, trained.checkpoint, data, cfg.heldout_fold, work, priors.predictions
     )
-    bundle = stage(package_bundle)(trained.checkpoint, calibrated, data, work)
+    bundle = stage(package_bundle)(trained.checkpoint, calibrated, data, work, priors.rules)
     metrics = stage(log_evaluation)(calibrated, trained, data, tracking)
     registered = stage(register_bundle)(bundle, trained, tracking)
     if cfg.promotion.enabled:

@@ -72,7 +72,9 @@ class RuleSet:
     """Rules compiled for `apply_priors`: closure index lists and exclusion pairs.
 
     sources[b]: columns that imply b (transitively), `weights[b]` their closure weights W[., b];
-    groups: implied tags grouped by number of sources (one gather per group);
+    lift_steps: (b, direct impliers, weights) in topological order (impliers first): one pass
+      of max-product over them is the closure;
+    cap_steps: (x, tags x directly implies, weights), implied tags first: caps flow to impliers;
     pairs: exclusion (a, b, weight).
     """
 
@@ -80,7 +82,8 @@ class RuleSet:
     rules: tuple[Rule, ...]
     sources: list[np.ndarray] = field(default_factory=list)
     weights: list[np.ndarray] = field(default_factory=list)
-    groups: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    lift_steps: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
+    cap_steps: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
     pairs: list[tuple[int, int, float]] = field(default_factory=list)
     via_rule: dict[tuple[int, int], bool] = field(default_factory=dict)
 
@@ -175,7 +178,8 @@ def build_rule_set(tag_ids: Iterable[str], rules: Iterable[Rule]) -> RuleSet:
         if r.weight > old[0] or (r.weight == old[0] and r.kind == "implies"):
             edges[r.b][r.a] = (r.weight, r.kind == "implies")
     closure: dict[int, dict[int, tuple[float, bool]]] = {}
-    for b in _topological(t, edges):
+    order = _topological(t, edges)
+    for b in order:
         best: dict[int, tuple[float, bool]] = {}
         for a, (w, is_rule) in edges.get(b, {}).items():
             for x, (wx, rx) in [(a, (1.0, False)), *closure[a].items()]:
@@ -184,19 +188,26 @@ def build_rule_set(tag_ids: Iterable[str], rules: Iterable[Rule]) -> RuleSet:
                     best[x] = cand
         closure[b] = best
     rs = RuleSet(tag_ids, rules)
-    by_count: dict[int, list[int]] = defaultdict(list)
     for b in range(t):
         src = sorted(closure[b])
         rs.sources.append(np.asarray(src, dtype=np.int64))
         rs.weights.append(np.asarray([closure[b][x][0] for x in src], dtype=np.float32))
         rs.via_rule.update({(x, b): closure[b][x][1] for x in src})
-        if src:
-            by_count[len(src)].append(b)
-    for k in sorted(by_count):
-        tags = np.asarray(by_count[k], dtype=np.int64)
-        rs.groups.append(
-            (tags, np.stack([rs.sources[b] for b in tags]), np.stack([rs.weights[b] for b in tags]))
-        )
+    implied: dict[int, dict[int, float]] = defaultdict(dict)  # a -> b -> w
+    for b in order:
+        if edges.get(b):
+            srcs = sorted(edges[b])
+            rs.lift_steps.append(
+                (b, np.asarray(srcs, np.int64), np.asarray([edges[b][a][0] for a in srcs], np.float32))
+            )
+            for a in srcs:
+                implied[a][b] = edges[b][a][0]
+    for x in reversed(order):
+        if implied.get(x):
+            ys = sorted(implied[x])
+            rs.cap_steps.append(
+                (x, np.asarray(ys, np.int64), np.asarray([implied[x][y] for y in ys], np.float32))
+            )
     rs.pairs = [(r.a, r.b, r.weight) for r in rules if r.kind == "excludes" and r.weight > 0]
     return rs
 
@@ -260,9 +271,12 @@ def tolerance(thresholds: np.ndarray) -> np.ndarray:
 
 
 def normalise(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """`u = N_t(s)`: threshold -> 0.5, linear on each side; `u >= 0.5` exactly when `s >= t`."""
+    """`u = N_t(s)`: threshold -> 0.5, linear on each side; `u >= 0.5` exactly when `s >= t`.
+
+    thresholds broadcast against scores: `[T]` for `[n, T]` scores, `[T, 1]` for tag-major.
+    """
     s = scores.astype(np.float32, copy=False)
-    th = thresholds[None, :]
+    th = thresholds
     low = np.minimum(HALF * s / th, BELOW_HALF)
     high = HALF + HALF * (s - th) / np.maximum(np.float32(1) - th, np.float32(1e-12))
     return np.where(s >= th, np.maximum(high, HALF), low).astype(np.float32)
@@ -270,7 +284,7 @@ def normalise(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 def denormalise(u: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """`N_t^-1(u)`, with `s >= t` exactly when `u >= 0.5` (guarded against rounding)."""
-    th = thresholds[None, :]
+    th = thresholds
     below = np.nextafter(th, np.float32(0.0))
     low = np.minimum(np.float32(2) * u * th, below)
     high = np.maximum(th + (np.float32(2) * u - np.float32(1)) * (np.float32(1) - th), th)
@@ -304,73 +318,85 @@ def apply_priors(
 def _apply_chunk(
     scores: np.ndarray, rules: RuleSet, th: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    s = scores.astype(np.float32, copy=False)
-    u = normalise(s, th)
-    tol = tolerance(th)
-    source = np.zeros(s.shape, dtype=np.int32)
+    # tag-major [T, n]: every step below reads and writes whole contiguous tag rows
+    s = np.ascontiguousarray(scores.T, dtype=np.float32)
+    thc = th[:, None]
+    u = normalise(s, thc)
+    tol = tolerance(th)[:, None]
+    winner = None
+    capped = u
     if rules.pairs:
-        lifted, _ = lift(u, rules, tol)
+        lifted, _ = lift(u, rules, tol, track=False)
         caps, winner = exclusion_caps(lifted, rules)
         cut = (caps < u - tol) | ((caps < HALF) & (u >= HALF))
         capped = np.where(cut, caps, u)
-    else:
-        capped, winner = u, None
     final, lifted_by = lift(capped, rules, tol)
     up, down = final > u, final < u
+    source = np.zeros(s.shape, dtype=np.int32)
     source[up] = lifted_by[up] + 1
     if winner is not None:
         source[down] = -(winner[down] + 1)
-    changed = up | down
-    out = np.where(changed, denormalise(final, th), s)
-    return out, source
+    out = np.where(up | down, denormalise(final, thc), s)
+    return out.T, source.T
 
 
 def lift(
-    u: np.ndarray, rules: RuleSet, tol: np.ndarray | None = None
+    u: np.ndarray, rules: RuleSet, tol: np.ndarray, track: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`v_b = max(u_b, max_a W[a, b] u_a)` for every implied tag, and the best source `a`.
+    """Tag-major `u [T, n]` -> `v_b = max(u_b, max_a W[a, b] u_a)` and the source tag `a` of
+    each raise (-1: none; only with `track`).
 
-    tol `[T]`: a raise smaller than this is not made unless it makes the tag present.
+    One pass over the direct implications in topological order: `v_a` is final before any tag
+    it implies reads it, so chains apply at once. tol `[T, 1]`: a raise smaller than this is not
+    made unless it makes the tag present.
     """
     v = u.copy()
-    best_src = np.full(u.shape, -1, dtype=np.int32)
-    for tags, srcs, ws in rules.groups:  # tags [g], srcs [g, k], ws [g, k]
-        gathered = u[:, srcs]  # [n, g, k]
-        if (ws != 1).any():
-            gathered = gathered * ws[None]
-        arg = gathered.argmax(axis=2)  # [n, g]
-        best = np.take_along_axis(gathered, arg[..., None], axis=2)[..., 0]
-        own = u[:, tags]
-        margin = own if tol is None else own + tol[tags]
-        raise_ = (best > margin) | ((best >= HALF) & (own < HALF))
-        v[:, tags] = np.where(raise_, best, own)
-        best_src[:, tags] = np.where(raise_, srcs[np.arange(len(tags))[None, :], arg], -1)
-    return v, best_src
+    src = np.full(u.shape, -1, dtype=np.int32)
+    for b, parents, ws in rules.lift_steps:
+        best = best_src = None
+        for a, w in zip(parents.tolist(), ws.tolist(), strict=True):
+            cand = v[a] if w == 1.0 else v[a] * np.float32(w)
+            cand_src = np.where(src[a] >= 0, src[a], np.int32(a)) if track else None
+            if best is None:
+                best, best_src = cand, cand_src
+            else:
+                better = cand > best
+                best = np.where(better, cand, best)
+                if track:
+                    best_src = np.where(better, cand_src, best_src)
+        assert best is not None
+        own = u[b]
+        raise_ = (best > own + tol[b]) | ((best >= HALF) & (own < HALF))
+        v[b] = np.where(raise_, best, own)
+        if track:
+            src[b] = np.where(raise_, best_src, np.int32(-1))
+    return v, src
 
 
 def exclusion_caps(v: np.ndarray, rules: RuleSet) -> tuple[np.ndarray, np.ndarray]:
-    """Caps `[n, T]` (1 = none) from the excluded pairs decided on lifted scores `v`, and the
-    winning tag of the pair that set each cap (-1 = none)."""
+    """Tag-major caps `[T, n]` (1 = none) from the excluded pairs decided on lifted scores `v`,
+    passed on to every tag implying a loser (divided by the chain's weight), and the winning
+    tag of the pair that set each cap (-1 = none)."""
     caps = np.ones(v.shape, dtype=np.float32)
     winner = np.full(v.shape, -1, dtype=np.int32)
+    one = np.float32(1)
     for a, b, w in rules.pairs:
-        b_loses = v[:, a] >= v[:, b]  # a tie: the pair's second tag loses
-        strong = np.where(b_loses, v[:, a], v[:, b])
-        cap = np.float32(1) - np.float32(w) * strong
+        b_loses = v[a] >= v[b]  # a tie: the pair's second tag loses
+        strong = np.where(b_loses, v[a], v[b])
+        cap = one - np.float32(w) * strong
         if w >= 1:
             cap = np.where(strong >= HALF, np.minimum(cap, BELOW_HALF), cap)
         for loser, win, rows in ((b, a, b_loses), (a, b, ~b_loses)):
-            if not rows.any():
-                continue
-            cols = np.concatenate([[loser], rules.sources[loser]])
-            wts = np.concatenate([[1.0], rules.weights[loser]]).astype(np.float32)
-            # a source x of the loser passes on W[x, loser] * u_x: cap it at cap / W
-            want = np.minimum(cap[rows, None] / wts[None, :], np.float32(1))
-            sub = caps[np.ix_(rows, cols)]
-            lower = want < sub
-            caps[np.ix_(rows, cols)] = np.where(lower, want, sub)
-            wsub = winner[np.ix_(rows, cols)]
-            winner[np.ix_(rows, cols)] = np.where(lower, win, wsub)
+            want = np.where(rows, cap, one)
+            lower = want < caps[loser]
+            caps[loser] = np.where(lower, want, caps[loser])
+            winner[loser] = np.where(lower, np.int32(win), winner[loser])
+    for x, ys, ws in rules.cap_steps:  # implied tags first: their caps are final
+        for y, w in zip(ys.tolist(), ws.tolist(), strict=True):
+            want = caps[y] if w == 1.0 else caps[y] / np.float32(w)
+            lower = want < caps[x]
+            caps[x] = np.where(lower, want, caps[x])
+            winner[x] = np.where(lower, winner[y], winner[x])
     return caps, winner
 
 
