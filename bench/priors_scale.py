@@ -7,7 +7,9 @@ A realistic synthetic rule set: a taxonomy-like parent DAG over the tags (10 roo
 one parent, some two, up to ~6 levels deep), implications across branches (always towards an
 earlier tag, so no cycle) and exclusions between tags of different roots that no tag implies
 both of; the whole set passes `label_system.priors.check_priors`. Scores: float32 sigmoid of
-per-tag logits with a long tail of prevalences, thresholds in (0.05, 0.95) as calibration picks.
+per-tag logits with a long tail of prevalences, tag-major in memory (`[T, N]` passed as the
+transposed `[N, T]` view, as bench/calibrate_scale.py does), thresholds at each tag's
+(1 - prevalence) score quantile (each tag predicted about as often as it occurs).
 
 The 4 GB score matrix is never held at once: rows are drawn, the rules applied (timed) and the
 output checked for violations of every hard rule at the thresholds (not timed), one chunk at a
@@ -29,7 +31,14 @@ import numpy as np
 from label_system.priors import PriorRules, check_priors
 from label_system.taxonomy import Taxonomy
 from tagger.calibrate.thresholds import CalibrationConfig, calibrate_thresholds
-from tagger.priors.apply import RuleSet, apply_priors, compile_rules, violations
+from tagger.inference.runtime import prefer_heap_reuse
+from tagger.priors.apply import (
+    DEFAULT_CHUNK_ROWS,
+    RuleSet,
+    apply_priors,
+    compile_rules,
+    violations,
+)
 
 
 def make_taxonomy(t: int, rng: np.random.Generator) -> Taxonomy:
@@ -84,9 +93,9 @@ def _root(tax: Taxonomy, tag: str) -> str:
 def draw_scores(
     n: int, prevalence: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Targets and float32 sigmoid scores `[n, T]` (positives shifted up by 2.5 logits)."""
-    y = rng.random((n, len(prevalence)), dtype=np.float32) < prevalence
-    logit = rng.standard_normal((n, len(prevalence)), dtype=np.float32)
+    """Targets and float32 sigmoid scores, tag-major `[T, n]` (positives 2.5 logits higher)."""
+    y = rng.random((len(prevalence), n), dtype=np.float32) < prevalence[:, None]
+    logit = rng.standard_normal((len(prevalence), n), dtype=np.float32)
     logit += np.where(y, np.float32(0.5), np.float32(-2.0))
     return y, (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
 
@@ -98,9 +107,17 @@ def main() -> None:
     parser.add_argument("--implies", type=int, default=400, help="implications drawn")
     parser.add_argument("--excludes", type=int, default=300, help="exclusion pairs wanted")
     parser.add_argument("--chunk", type=int, default=50_000, help="rows drawn at a time")
+    parser.add_argument(
+        "--apply-rows", type=int, default=DEFAULT_CHUNK_ROWS, help="rows apply_priors takes at once"
+    )
     parser.add_argument("--calib-images", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-explain", dest="explain", action="store_false",
+        help="skip which-rule bookkeeping (the flow's batch path; the predictor explains)",
+    )
     args = parser.parse_args()
+    prefer_heap_reuse()  # large temporaries reused, not faulted in anew (as the CLI does)
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
     tax = make_taxonomy(args.tags, rng)
@@ -110,14 +127,22 @@ def main() -> None:
           f"{len(priors.excludes)} exclusions, the rest taxonomy parents); closure pairs "
           f"{closure}; built and checked in {time.perf_counter() - t0:.1f}s")  # fmt: skip
     prevalence = (0.2 / (1.0 + rng.permutation(args.tags)) ** 0.7).astype(np.float32)
-    thresholds = rng.uniform(0.05, 0.95, args.tags).astype(np.float32)
+    # as calibration would: each tag predicted about as often as it occurs
+    _, sample = draw_scores(20_000, prevalence, rng)
+    thresholds = np.array(
+        [np.quantile(row, 1.0 - p) for row, p in zip(sample, prevalence, strict=True)],
+        dtype=np.float32,
+    )
 
     apply_s, bad = 0.0, {"implies": 0, "excludes": 0}
     changed = 0
     for r0 in range(0, args.images, args.chunk):
-        _, scores = draw_scores(min(args.chunk, args.images - r0), prevalence, rng)
+        _, tag_major = draw_scores(min(args.chunk, args.images - r0), prevalence, rng)
+        scores = tag_major.T  # [n, T], tag-major in memory as the calibration benchmark's
         start = time.perf_counter()
-        out = apply_priors(scores, rules, thresholds).scores
+        out = apply_priors(
+            scores, rules, thresholds, explain=args.explain, chunk_rows=args.apply_rows
+        ).scores
         apply_s += time.perf_counter() - start
         for k, v in violations(out, rules, thresholds).items():
             bad[k] += v
@@ -127,11 +152,11 @@ def main() -> None:
           f"violations after {bad}")  # fmt: skip
 
     m = min(args.calib_images, args.images)
-    y, scores = draw_scores(m, prevalence, rng)
+    y, tag_major = draw_scores(m, prevalence, rng)
     known = rng.random(y.shape, dtype=np.float32) < 0.7
     start = time.perf_counter()
     calibrate_thresholds(
-        scores, y.astype(np.float32), known, tax, CalibrationConfig(target_precision=0.9),
+        tag_major.T, y.T.astype(np.float32), known.T, tax, CalibrationConfig(target_precision=0.9),
         rng=np.random.default_rng(0),
     )  # fmt: skip
     calib_sample = time.perf_counter() - start

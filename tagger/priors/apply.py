@@ -53,7 +53,7 @@ from label_system.taxonomy import Taxonomy
 RuleKind = Literal["parent", "implies", "excludes"]
 HALF = np.float32(0.5)
 BELOW_HALF = np.nextafter(HALF, np.float32(0.0))  # the largest float32 below 0.5: "absent"
-DEFAULT_CHUNK_ROWS = 16384
+DEFAULT_CHUNK_ROWS = 4096  # tag-major rows of 16 KB: the working set stays in cache
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,8 @@ class RuleSet:
     lift_steps: (b, direct impliers, weights) in topological order (impliers first): one pass
       of max-product over them is the closure;
     cap_steps: (x, tags x directly implies, weights), implied tags first: caps flow to impliers;
+    relift_tags, relift_steps: the tags a cap can reach and the tags they imply, and their lift
+      steps (lifted again after the caps);
     pairs: exclusion (a, b, weight).
     """
 
@@ -84,6 +86,8 @@ class RuleSet:
     weights: list[np.ndarray] = field(default_factory=list)
     lift_steps: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
     cap_steps: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
+    relift_tags: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    relift_steps: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
     pairs: list[tuple[int, int, float]] = field(default_factory=list)
     via_rule: dict[tuple[int, int], bool] = field(default_factory=dict)
 
@@ -202,12 +206,20 @@ def build_rule_set(tag_ids: Iterable[str], rules: Iterable[Rule]) -> RuleSet:
             )
             for a in srcs:
                 implied[a][b] = edges[b][a][0]
-    for x in reversed(order):
-        if implied.get(x):
-            ys = sorted(implied[x])
+    pair_tags = {t for r in rules if r.kind == "excludes" and r.weight > 0 for t in (r.a, r.b)}
+    capped_tags = pair_tags | {int(x) for t in pair_tags for x in rs.sources[t]}
+    for x in reversed(order):  # only tags a cap can reach: excluded tags and their impliers
+        if x in capped_tags and implied.get(x):
+            ys = sorted(y for y in implied[x] if y in capped_tags)
             rs.cap_steps.append(
                 (x, np.asarray(ys, np.int64), np.asarray([implied[x][y] for y in ys], np.float32))
             )
+    reach = set(capped_tags)
+    for b in order:  # impliers first: b is reached when one of its impliers is
+        if any(a in reach for a in edges.get(b, {})):
+            reach.add(b)
+    rs.relift_tags = np.asarray(sorted(reach), dtype=np.int64)
+    rs.relift_steps = [step for step in rs.lift_steps if step[0] in reach]
     rs.pairs = [(r.a, r.b, r.weight) for r in rules if r.kind == "excludes" and r.weight > 0]
     return rs
 
@@ -239,10 +251,11 @@ class PriorResult:
 
     source: int32 `[N, T]`: 0 unchanged; `k > 0` lifted by tag `k - 1` (it implies this tag);
     `k < 0` capped by an exclusion that tag `-k - 1` won. `RuleSet.describe(tag, code)` words it.
+    None when applied with `explain=False`.
     """
 
     scores: np.ndarray
-    source: np.ndarray
+    source: np.ndarray | None
 
 
 def check_thresholds(thresholds: np.ndarray | None, t: int) -> np.ndarray:
@@ -274,21 +287,34 @@ def normalise(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """`u = N_t(s)`: threshold -> 0.5, linear on each side; `u >= 0.5` exactly when `s >= t`.
 
     thresholds broadcast against scores: `[T]` for `[n, T]` scores, `[T, 1]` for tag-major.
+    Below: `u = s * (0.5 / t)` (at most the float below 0.5); above: `u = 0.5 + (s - t) * (0.5 /
+    (1 - t))`.
     """
     s = scores.astype(np.float32, copy=False)
-    th = thresholds
-    low = np.minimum(HALF * s / th, BELOW_HALF)
-    high = HALF + HALF * (s - th) / np.maximum(np.float32(1) - th, np.float32(1e-12))
-    return np.where(s >= th, np.maximum(high, HALF), low).astype(np.float32)
+    th = np.asarray(thresholds, dtype=np.float32)
+    lo = (HALF / th).astype(np.float32)
+    hi = (HALF / np.maximum(np.float32(1) - th, np.float32(1e-12))).astype(np.float32)
+    absent = s < th
+    u = np.subtract(s, th, dtype=np.float32)
+    np.multiply(u, hi, out=u)
+    np.add(u, HALF, out=u)
+    np.multiply(s, lo, out=u, where=absent)
+    np.minimum(u, BELOW_HALF, out=u, where=absent)
+    return u
 
 
 def denormalise(u: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """`N_t^-1(u)`, with `s >= t` exactly when `u >= 0.5` (guarded against rounding)."""
-    th = thresholds
-    below = np.nextafter(th, np.float32(0.0))
-    low = np.minimum(np.float32(2) * u * th, below)
-    high = np.maximum(th + (np.float32(2) * u - np.float32(1)) * (np.float32(1) - th), th)
-    return np.clip(np.where(u >= HALF, high, low), 0.0, 1.0).astype(np.float32)
+    th = np.asarray(thresholds, dtype=np.float32)
+    k1 = (np.float32(2) * (np.float32(1) - th)).astype(np.float32)
+    k0 = (np.float32(2) * th - np.float32(1)).astype(np.float32)
+    low = u < HALF
+    s = np.multiply(u, k1, dtype=np.float32)
+    np.add(s, k0, out=s)
+    np.maximum(s, th, out=s)  # above: at least the threshold
+    np.multiply(u, (np.float32(2) * th).astype(np.float32), out=s, where=low)
+    np.minimum(s, np.nextafter(th, np.float32(0.0)), out=s, where=low)  # below: under it
+    return np.clip(s, np.float32(0), np.float32(1), out=s)
 
 
 def apply_priors(
@@ -296,81 +322,143 @@ def apply_priors(
     rules: RuleSet,
     thresholds: np.ndarray | None = None,
     *,
+    explain: bool = True,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> PriorResult:
     """Post-prior scores `[N, T]` (see the module docstring), processed `chunk_rows` at a time.
 
     scores: probabilities `[N, T]` in [0, 1], columns in `rules.tag_ids` order.
     thresholds: `[T]` the tagger predicts with (None: 0.5 for every tag).
+    explain: also say which rule changed each cell (`PriorResult.source`; without: None).
     """
     scores = np.asarray(scores)
     if scores.ndim != 2 or scores.shape[1] != rules.num_tags:
         raise ValueError(f"scores must be [N, {rules.num_tags}]; got {scores.shape}")
     th = check_thresholds(thresholds, rules.num_tags)
-    out = np.empty(scores.shape, dtype=np.float32)
-    source = np.zeros(scores.shape, dtype=np.int32)
+    # outputs in the input's memory order: a tag-major input ([T, N] passed transposed) is read
+    # and written without transposing copies
+    out = np.empty_like(scores, dtype=np.float32)
+    source = np.zeros_like(scores, dtype=np.int32) if explain else None
     for r0 in range(0, len(scores), chunk_rows):
         rows = slice(r0, r0 + chunk_rows)
-        out[rows], source[rows] = _apply_chunk(scores[rows], rules, th)
+        out[rows], src = _apply_chunk(scores[rows], rules, th, explain)
+        if source is not None:
+            source[rows] = src
     return PriorResult(out, source)
 
 
 def _apply_chunk(
-    scores: np.ndarray, rules: RuleSet, th: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+    scores: np.ndarray, rules: RuleSet, th: np.ndarray, explain: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
     # tag-major [T, n]: every step below reads and writes whole contiguous tag rows
     s = np.ascontiguousarray(scores.T, dtype=np.float32)
     thc = th[:, None]
-    u = normalise(s, thc)
     tol = tolerance(th)[:, None]
+    u = normalise(s, thc)
+    final, src = lift(u, rules, tol, explain)
     winner = None
-    capped = u
     if rules.pairs:
-        lifted, _ = lift(u, rules, tol, track=False)
-        caps, winner = exclusion_caps(lifted, rules)
-        cut = (caps < u - tol) | ((caps < HALF) & (u >= HALF))
-        capped = np.where(cut, caps, u)
-    final, lifted_by = lift(capped, rules, tol)
-    up, down = final > u, final < u
-    source = np.zeros(s.shape, dtype=np.int32)
-    source[up] = lifted_by[up] + 1
+        caps, winner = exclusion_caps(final, rules)
+        # a cap cuts below u - tol, or below 0.5 for a present tag
+        bar = u - tol
+        np.maximum(bar, HALF, out=bar, where=u >= HALF)
+        cut = caps < bar
+        images = np.flatnonzero(cut.any(axis=0))
+        if images.size > s.shape[1] // 2:
+            np.copyto(caps, u, where=~cut)  # the capped scores; lift them again
+            final, src = relift(caps, final, src, rules, tol)
+        elif images.size:  # only the images a cap touched
+            capped = np.where(cut[:, images], caps[:, images], u[:, images])
+            sub_src = None if src is None else src[:, images]
+            sub_final, sub_src = relift(capped, final[:, images], sub_src, rules, tol)  # copies
+            final[:, images] = sub_final
+            if src is not None and sub_src is not None:
+                src[:, images] = sub_src
+    changed = final != u
+    out = denormalise(final, thc)
+    np.copyto(out, s, where=~changed)
+    if not explain:
+        return out.T, None
+    assert src is not None
+    up = final > u
+    source = np.where(up, src + np.int32(1), np.int32(0))
     if winner is not None:
-        source[down] = -(winner[down] + 1)
-    out = np.where(up | down, denormalise(final, thc), s)
+        down = changed & ~up
+        np.copyto(source, -(winner + np.int32(1)), where=down)
     return out.T, source.T
 
 
 def lift(
-    u: np.ndarray, rules: RuleSet, tol: np.ndarray, track: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """Tag-major `u [T, n]` -> `v_b = max(u_b, max_a W[a, b] u_a)` and the source tag `a` of
-    each raise (-1: none; only with `track`).
+    u: np.ndarray, rules: RuleSet, tol: np.ndarray, explain: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Tag-major `u [T, n]` -> `v_b = max(u_b, max_a W[a, b] u_a)` and (with `explain`), per
+    cell, the tag whose evidence it holds (itself when not raised).
 
     One pass over the direct implications in topological order: `v_a` is final before any tag
     it implies reads it, so chains apply at once. tol `[T, 1]`: a raise smaller than this is not
     made unless it makes the tag present.
     """
     v = u.copy()
-    src = np.full(u.shape, -1, dtype=np.int32)
+    src = None
+    if explain:
+        src = np.broadcast_to(np.arange(len(u), dtype=np.int32)[:, None], u.shape).copy()
     for b, parents, ws in rules.lift_steps:
-        best = best_src = None
-        for a, w in zip(parents.tolist(), ws.tolist(), strict=True):
-            cand = v[a] if w == 1.0 else v[a] * np.float32(w)
-            cand_src = np.where(src[a] >= 0, src[a], np.int32(a)) if track else None
-            if best is None:
-                best, best_src = cand, cand_src
-            else:
-                better = cand > best
-                best = np.where(better, cand, best)
-                if track:
-                    best_src = np.where(better, cand_src, best_src)
-        assert best is not None
-        own = u[b]
-        raise_ = (best > own + tol[b]) | ((best >= HALF) & (own < HALF))
-        v[b] = np.where(raise_, best, own)
-        if track:
-            src[b] = np.where(raise_, best_src, np.int32(-1))
+        _raise_from(v, src, b, parents, ws, _bar(u[b], tol[b]))
     return v, src
+
+
+def relift(
+    capped: np.ndarray,
+    lifted: np.ndarray,
+    src: np.ndarray | None,
+    rules: RuleSet,
+    tol: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`lift(capped)` where `lifted = lift(u)` and `capped` differs from `u` only on the tags a
+    cap can reach: only those tags and the tags they imply are lifted again (in place: `lifted`
+    and `src` are overwritten)."""
+    for t in rules.relift_tags.tolist():
+        np.copyto(lifted[t], capped[t])
+        if src is not None:
+            src[t] = t
+    for b, parents, ws in rules.relift_steps:
+        _raise_from(lifted, src, b, parents, ws, _bar(capped[b], tol[b]))
+    return lifted, src
+
+
+def _bar(own: np.ndarray, tol: np.ndarray) -> np.ndarray:
+    """A raise happens above `own + tol`, or above the float below 0.5 for an absent tag."""
+    bar = own + tol
+    np.minimum(bar, BELOW_HALF, out=bar, where=own < HALF)
+    return bar
+
+
+def _raise_from(
+    v: np.ndarray,
+    src: np.ndarray | None,
+    b: int,
+    parents: np.ndarray,
+    ws: np.ndarray,
+    bar: np.ndarray,
+) -> None:
+    """v[b] = the best of `w * v[a]` over its direct impliers where that beats `bar`."""
+    best = best_src = None
+    for a, w in zip(parents.tolist(), ws.tolist(), strict=True):
+        cand = v[a] if w == 1.0 else v[a] * np.float32(w)
+        if best is None:
+            best = cand.copy()
+            best_src = None if src is None else src[a].copy()
+        elif src is None:
+            np.maximum(best, cand, out=best)
+        else:
+            better = cand > best
+            np.copyto(best, cand, where=better)
+            np.copyto(best_src, src[a], where=better)
+    assert best is not None
+    raise_ = best > bar
+    np.copyto(v[b], best, where=raise_)
+    if src is not None:
+        np.copyto(src[b], best_src, where=raise_)
 
 
 def exclusion_caps(v: np.ndarray, rules: RuleSet) -> tuple[np.ndarray, np.ndarray]:

@@ -188,6 +188,16 @@ def test_vectorised_equals_the_per_image_reference(seed: int) -> None:
     assert ((got >= tt) == (want >= tt)).all()
 
 
+@pytest.mark.parametrize("seed", range(0, 60, 7))
+def test_chunking_and_explain_do_not_change_the_scores(seed: int) -> None:
+    _, _, rs, scores, th = random_case(seed)
+    whole = apply_priors(scores, rs, th)
+    plain = apply_priors(scores, rs, th, explain=False, chunk_rows=5)
+    assert plain.source is None and (plain.scores == whole.scores).all()
+    one_row = np.concatenate([apply_priors(r[None], rs, th).scores for r in scores])
+    assert (one_row == whole.scores).all()
+
+
 # ---- the plain per-image reference -----------------------------------------------------------
 
 
@@ -226,16 +236,18 @@ def reference_apply(
         if final[i] == u[i]:
             out.append(np.float32(scores[i]))
         elif final[i] >= 0.5:
-            out.append(max(th32[i] + (2 * final[i] - 1) * (1 - th32[i]), th32[i]))
+            k1, k0 = np.float32(2) * (1 - th32[i]), np.float32(2) * th32[i] - 1
+            out.append(max(final[i] * k1 + k0, th32[i]))
         else:
-            out.append(min(2 * final[i] * th32[i], np.nextafter(th32[i], np.float32(0))))
+            out.append(min(final[i] * (2 * th32[i]), np.nextafter(th32[i], np.float32(0))))
     return np.clip(np.asarray(out, dtype=np.float32), 0, 1)
 
 
 def _norm(s: np.float32, th: np.float32) -> np.float32:
     if s >= th:
-        return max(np.float32(0.5) + np.float32(0.5) * (s - th) / max(1 - th, 1e-12), 0.5)
-    return min(np.float32(0.5) * s / th, BELOW_HALF)
+        hi = np.float32(0.5) / max(np.float32(1) - th, np.float32(1e-12))
+        return (s - th) * hi + np.float32(0.5)
+    return min(s * (np.float32(0.5) / th), BELOW_HALF)
 
 
 def _lift(u: list, chains: list, tol: list) -> list:
