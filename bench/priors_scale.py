@@ -55,8 +55,10 @@ def make_taxonomy(t: int, rng: np.random.Generator) -> Taxonomy:
             depth[i] = 1 + max(depth[p] for p in parents)
         tags.append({"id": f"t{i}", "names": {"en": f"T{i}"}, "category": "c",
                      "parents": [f"t{p}" for p in parents]})  # fmt: skip
-    return Taxonomy.from_dict({"name": "bench", "version": "1",
-                               "categories": [{"id": "c", "names": {"en": "C"}}], "tags": tags})  # fmt: skip
+    categories = [{"id": "c", "names": {"en": "C"}}]
+    return Taxonomy.from_dict(
+        {"name": "bench", "version": "1", "categories": categories, "tags": tags}
+    )
 
 
 def make_rules(
@@ -113,7 +115,9 @@ def main() -> None:
     parser.add_argument("--calib-images", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--no-explain", dest="explain", action="store_false",
+        "--no-explain",
+        dest="explain",
+        action="store_false",
         help="skip which-rule bookkeeping (the flow's batch path; the predictor explains)",
     )
     args = parser.parse_args()

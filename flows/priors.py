@@ -85,7 +85,9 @@ def log_priors(outputs: PriorsOutputs, run_id: str, tracking: Tracking) -> None:
 
     with mlflow_uris(tracking.tracking_uri):
         client = MlflowClient(tracking.tracking_uri)
-        client.log_table(run_id, data=pd.read_csv(outputs.effects), artifact_file="priors/rules.json")
+        client.log_table(
+            run_id, data=pd.read_csv(outputs.effects), artifact_file="priors/rules.json"
+        )
         client.log_table(run_id, data=pd.read_csv(outputs.tags), artifact_file="priors/tags.json")
         for path in (outputs.effects, outputs.details, outputs.tags, outputs.rules, outputs.mined,
                      outputs.mined.with_suffix(".csv"), *outputs.plots.values()):  # fmt: skip

@@ -1,4 +1,4 @@
-"""Prefect flow `retrain`: assemble -> train -> priors -> calibrate -> bundle -> register -> promote.
+"""Prefect flow `retrain`: assemble, train, priors, calibrate, bundle, register, promote.
 
     python -m flows.retrain flows/configs/retrain_demo.yaml [--set train.schedule.epochs=2]
     prefect deployment run 'retrain/retrain-manual'          # through deploy/prefect.yaml

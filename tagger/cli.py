@@ -197,14 +197,26 @@ def add_priors_arguments(parser: argparse.ArgumentParser) -> None:
         help="a label-only table (labels column, '|'-separated) and its mapping's vocabulary, "
         "e.g. voc_labels/voc2007_image_labels.csv:voc; repeatable",
     )
-    mine.add_argument("--min-support", type=_positive_int, default=10,
-                      help="images with both tags positive (implications)")
+    mine.add_argument(
+        "--min-support",
+        type=_positive_int,
+        default=10,
+        help="images with both tags positive (implications)",
+    )
     mine.add_argument("--min-confidence", type=_unit, default=0.9, help="P(B | A)")
     mine.add_argument("--min-lift", type=_at_least_one, default=1.5, help="P(B | A) / P(B)")
-    mine.add_argument("--min-expected", type=_positive, default=5.0,
-                      help="co-occurrences independence predicts (exclusions)")
-    mine.add_argument("--max-cooccurrence", type=_non_negative_int, default=0,
-                      help="co-occurrences an exclusion may still have (label noise)")
+    mine.add_argument(
+        "--min-expected",
+        type=_positive,
+        default=5.0,
+        help="co-occurrences independence predicts (exclusions)",
+    )
+    mine.add_argument(
+        "--max-cooccurrence",
+        type=_non_negative_int,
+        default=0,
+        help="co-occurrences an exclusion may still have (label noise)",
+    )
     mine.add_argument("--max-candidates", type=_positive_int, default=50, help="per kind")
 
 

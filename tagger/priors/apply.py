@@ -202,7 +202,11 @@ def build_rule_set(tag_ids: Iterable[str], rules: Iterable[Rule]) -> RuleSet:
         if edges.get(b):
             srcs = sorted(edges[b])
             rs.lift_steps.append(
-                (b, np.asarray(srcs, np.int64), np.asarray([edges[b][a][0] for a in srcs], np.float32))
+                (
+                    b,
+                    np.asarray(srcs, np.int64),
+                    np.asarray([edges[b][a][0] for a in srcs], np.float32),
+                )
             )
             for a in srcs:
                 implied[a][b] = edges[b][a][0]
@@ -342,7 +346,7 @@ def apply_priors(
     for r0 in range(0, len(scores), chunk_rows):
         rows = slice(r0, r0 + chunk_rows)
         out[rows], src = _apply_chunk(scores[rows], rules, th, explain)
-        if source is not None:
+        if source is not None and src is not None:
             source[rows] = src
     return PriorResult(out, source)
 
@@ -442,22 +446,21 @@ def _raise_from(
     bar: np.ndarray,
 ) -> None:
     """v[b] = the best of `w * v[a]` over its direct impliers where that beats `bar`."""
-    best = best_src = None
-    for a, w in zip(parents.tolist(), ws.tolist(), strict=True):
+    first, rest = int(parents[0]), list(zip(parents[1:].tolist(), ws[1:].tolist(), strict=True))
+    best = v[first] * np.float32(ws[0])  # a new array (times 1.0 for a hard rule)
+    best_src = None if src is None else src[first].copy()
+    for a, w in rest:
         cand = v[a] if w == 1.0 else v[a] * np.float32(w)
-        if best is None:
-            best = cand.copy()
-            best_src = None if src is None else src[a].copy()
-        elif src is None:
+        if best_src is None:
             np.maximum(best, cand, out=best)
         else:
+            assert src is not None
             better = cand > best
             np.copyto(best, cand, where=better)
             np.copyto(best_src, src[a], where=better)
-    assert best is not None
     raise_ = best > bar
     np.copyto(v[b], best, where=raise_)
-    if src is not None:
+    if src is not None and best_src is not None:
         np.copyto(src[b], best_src, where=raise_)
 
 
@@ -514,4 +517,3 @@ def violations(
         if w >= 1 and enabled[a] and enabled[b]:
             bad_excludes += int((present[:, a] & present[:, b]).sum())
     return {"implies": bad_implies, "excludes": bad_excludes}
-

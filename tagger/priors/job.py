@@ -46,7 +46,12 @@ from tagger.priors.measure import (
 )
 from tagger.priors.mining import MinedRules, MiningConfig, mine_rules, pair_counts, write_review
 from tagger.priors.plots import plot_parent_ap, plot_rule_effects
-from tagger.train.predictions import Predictions, align_predictions, read_predictions, write_predictions
+from tagger.train.predictions import (
+    Predictions,
+    align_predictions,
+    read_predictions,
+    write_predictions,
+)
 
 
 class PriorsConfig(BaseModel):
@@ -156,7 +161,9 @@ def run_priors(
     final = compile_rules(tax, kept, weights=weights, parents=config.parents)
     scores = apply_priors(probs, final, ref).scores
     standard = StandardConfig(config.standard_precision, config.standard_recall)
-    tags = compare_tags(probs[report], scores[report], targets[report], known[report], tax, standard)
+    tags = compare_tags(
+        probs[report], scores[report], targets[report], known[report], tax, standard
+    )
     mined = mine_rules(
         pair_counts(inputs.manifest_targets, inputs.manifest_known), tax, inputs.priors,
         config.mining,

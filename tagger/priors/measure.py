@@ -35,8 +35,9 @@ RULE_COLUMNS = (
     "rule", "kind", "changed", "tags", "worst_tag", "delta_ap", "delta_f1", "harmful",
 )  # fmt: skip
 DETAIL_COLUMNS = (
-    "rule", "tag", "changed", "support_pos", "support_neg", "ap_without", "ap_with", "precision_without",
-    "precision_with", "recall_without", "recall_with", "f1_without", "f1_with",
+    "rule", "tag", "changed", "support_pos", "support_neg", "ap_without", "ap_with",
+    "precision_without", "precision_with", "recall_without", "recall_with", "f1_without",
+    "f1_with",
 )  # fmt: skip
 
 
@@ -160,7 +161,9 @@ def _delta(with_: object, without: object) -> float:
     return 0.0 if np.isnan(a) or np.isnan(b) else a - b
 
 
-def harmful_rules(summary: pd.DataFrame, kinds: tuple[str, ...] = ("implies", "excludes")) -> list[str]:
+def harmful_rules(
+    summary: pd.DataFrame, kinds: tuple[str, ...] = ("implies", "excludes")
+) -> list[str]:
     """Names of flagged rules of `kinds` (taxonomy parent edges are structure: flagged only)."""
     rows = summary[summary["harmful"] & summary["kind"].isin(kinds)]
     return [str(r) for r in rows["rule"]]

@@ -124,9 +124,7 @@ def _row(
     }  # fmt: skip
 
 
-def _already_excluded(
-    a: str, b: str, current: PriorRules, closure: dict[str, set[str]]
-) -> bool:
+def _already_excluded(a: str, b: str, current: PriorRules, closure: dict[str, set[str]]) -> bool:
     """a / b follows from a current exclusion x / y with a -> x and b -> y (or swapped)."""
     return any(
         (x in closure[a] and y in closure[b]) or (y in closure[a] and x in closure[b])
@@ -160,9 +158,7 @@ def _split_by_consistency(
     table = table.assign(reason=reasons)
     bad = table["reason"] != ""
     table.loc[bad, "status"] = "rejected"
-    return MinedRules(
-        table[~bad].reset_index(drop=True), table[bad].reset_index(drop=True), config
-    )
+    return MinedRules(table[~bad].reset_index(drop=True), table[bad].reset_index(drop=True), config)
 
 
 # ---- inputs -----------------------------------------------------------------------------------
@@ -184,9 +180,7 @@ def label_table_targets(
     """
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     if labels_column not in table.columns:
-        raise ValueError(
-            f"{path}: no column {labels_column!r}; columns: {list(table.columns)}"
-        )
+        raise ValueError(f"{path}: no column {labels_column!r}; columns: {list(table.columns)}")
     index = {t: i for i, t in enumerate(taxonomy.tag_ids)}
     n, t = len(table), len(taxonomy)
     targets = np.zeros((n, t), dtype=np.float32)
@@ -235,7 +229,11 @@ def review_yaml(mined: MinedRules, header: str = "") -> str:
     if len(mined.rejected):
         lines.append("# Rejected: would create a cycle or a contradiction with the current rules")
         for r in mined.rejected.itertuples():
-            rule = f"{{if: {r.a}, then: {r.b}}}" if r.kind == "implies" else f"{{tags: [{r.a}, {r.b}]}}"
+            rule = (
+                f"{{if: {r.a}, then: {r.b}}}"
+                if r.kind == "implies"
+                else f"{{tags: [{r.a}, {r.b}]}}"
+            )
             reason = str(r.reason).replace("\n", " ")
             lines.append(f"#   {r.kind}: {rule}  # {_stats(r)}; {reason}")
     return "\n".join(lines) + "\n"
@@ -248,7 +246,10 @@ def _stats(r: object) -> str:
             f"support {g('n_ab')}, confidence {g('confidence'):.3f}, lift {g('lift'):.2f} "
             f"(n {g('n')}, n_a {g('n_a')}, n_b {g('n_b')})"
         )
-    return f"co-occur {g('n_ab')}, expected {g('expected'):.1f} (n {g('n')}, n_a {g('n_a')}, n_b {g('n_b')})"
+    return (
+        f"co-occur {g('n_ab')}, expected {g('expected'):.1f} "
+        f"(n {g('n')}, n_a {g('n_a')}, n_b {g('n_b')})"
+    )
 
 
 def write_review(mined: MinedRules, path: str | Path, header: str = "") -> Path:
@@ -276,7 +277,9 @@ def mine_sources(
         table = read_manifest(manifest, columns=["tags", "known"])
         parts.append((str(manifest), *targets_from_manifest(table, taxonomy)))
     for path, mapping in label_tables or []:
-        parts.append((f"{path} ({mapping.vocabulary})", *label_table_targets(path, mapping, taxonomy)))
+        parts.append(
+            (f"{path} ({mapping.vocabulary})", *label_table_targets(path, mapping, taxonomy))
+        )
     if not parts:
         raise ValueError("nothing to mine: give a manifest or label tables")
     counts: dict[str, np.ndarray] = {}

@@ -12,7 +12,13 @@ from mlflow import MlflowClient
 from flows.config import RetrainConfigError, parse_retrain_config
 from flows.priors import PriorsApplied, apply_prior_rules
 from flows.stages import Assembled, Trained
-from flows.tracking import Tracking, TrackingConfig, ensure_experiment, mlflow_uris, resolve_tracking
+from flows.tracking import (
+    Tracking,
+    TrackingConfig,
+    ensure_experiment,
+    mlflow_uris,
+    resolve_tracking,
+)
 from label_system.priors import load_priors
 from label_system.taxonomy import load_taxonomy
 from tagger.priors.job import PriorsConfig
@@ -70,7 +76,10 @@ def run_task(setup: Setup, cfg: PriorsConfig) -> PriorsApplied:
 def test_the_task_writes_consistent_post_prior_predictions(setup: Setup) -> None:
     result = run_task(setup, config(setup))
     assert result.predictions is not None and result.rules is not None
-    before, after = read_predictions(setup.files["predictions"]), read_predictions(result.predictions)
+    before, after = (
+        read_predictions(setup.files["predictions"]),
+        read_predictions(result.predictions),
+    )
     assert (after.image_ids == before.image_ids).all() and after.tag_ids == before.tag_ids
     assert (after.folds == before.folds).all() and after.train_folds == before.train_folds
     assert (after.probs != before.probs).any(), "the rules changed some scores"

@@ -19,6 +19,7 @@ from flows.config import (
     load_retrain_config,
     parse_retrain_config,
 )
+from flows.priors import PriorsApplied, apply_prior_rules
 from flows.retrain import (
     assemble_data,
     calibrate_thresholds,
@@ -35,7 +36,6 @@ from flows.retrain import (
     source_files,
     train_tagger,
 )
-from flows.priors import PriorsApplied, apply_prior_rules
 from flows.stages import Assembled, Calibrated, Registered, Trained
 from flows.tracking import Tracking, TrackingConfig, mlflow_uris, resolve_tracking
 from tagger.data.demo import DemoConfig, write_demo_data
@@ -56,8 +56,13 @@ TINY_PRIORS = {"enabled": True, "reference_precision": 0.5}
 def tiny_config(work_dir: Path, **data: Any) -> RetrainConfig:
     """A retrain config small enough for a test (seconds of training)."""
     return parse_retrain_config(
-        {"work_dir": str(work_dir), "train": TINY_TRAIN, "calibrate": TINY_CALIBRATION,
-         "priors": TINY_PRIORS, **data}  # fmt: skip
+        {
+            "work_dir": str(work_dir),
+            "train": TINY_TRAIN,
+            "calibrate": TINY_CALIBRATION,
+            "priors": TINY_PRIORS,
+            **data,
+        }
     )
 
 

@@ -146,7 +146,9 @@ def random_case(
 ) -> tuple[Taxonomy, PriorRules, RuleSet, np.ndarray, np.ndarray | None]:
     rng = np.random.default_rng(seed)
     tax = random_taxonomy(rng, int(rng.integers(4, 16)))
-    priors = random_rules(rng, tax, implies=int(rng.integers(0, 8)), excludes=int(rng.integers(0, 8)))
+    priors = random_rules(
+        rng, tax, implies=int(rng.integers(0, 8)), excludes=int(rng.integers(0, 8))
+    )
     names = rule_names(tax, priors)
     weights = {n: float(rng.choice([0.0, 0.5, 1.0], p=[0.1, 0.2, 0.7])) for n in names}
     rs = compile_rules(tax, priors, weights=weights if seed % 2 else None)
@@ -210,7 +212,9 @@ def reference_apply(
     t = len(scores)
     th = [0.5] * t if thresholds is None else [0.5 if np.isnan(x) else float(x) for x in thresholds]
     th32 = [np.float32(x) for x in th]
-    tol = [np.float32(1e-5) + np.float32(1e-7) / max(np.float32(1) - x, np.float32(1e-7)) for x in th32]
+    tol = [
+        np.float32(1e-5) + np.float32(1e-7) / max(np.float32(1) - x, np.float32(1e-7)) for x in th32
+    ]
     edges = [(r.a, r.b, np.float32(r.weight)) for r in rules if r.kind != "excludes"]
     chains = [_implying(b, edges) for b in range(t)]
     u = [_norm(np.float32(s), th32[i]) for i, s in enumerate(scores)]
