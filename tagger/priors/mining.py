@@ -145,20 +145,41 @@ def _rank(table: pd.DataFrame, config: MiningConfig) -> pd.DataFrame:
 def _split_by_consistency(
     table: pd.DataFrame, taxonomy: Taxonomy, current: PriorRules, config: MiningConfig
 ) -> MinedRules:
-    """Each candidate checked alone against the current rules (`check_priors`)."""
+    """Candidates in rank order, each kept when the current rules, the candidates kept so far
+    and it still pass `check_priors` (so the review file loads as a whole); a candidate the
+    kept ones already imply is left out as redundant."""
+    implies, excludes = list(current.implies), list(current.excludes)
     reasons = []
     for r in table.itertuples():
-        implies, excludes = list(current.implies), list(current.excludes)
-        (implies if r.kind == "implies" else excludes).append((str(r.a), str(r.b)))
+        a, b = str(r.a), str(r.b)
+        kept = PriorRules(implies, excludes)
+        closure = {t: implied_closure([t], kept, taxonomy) for t in (a, b)}
+        if (r.kind == "implies" and b in closure[a]) or (
+            r.kind == "excludes" and _pair_excluded(a, b, kept, taxonomy)
+        ):
+            reasons.append("redundant: follows from the rules and the candidates above")
+            continue
+        trial = (
+            ([*implies, (a, b)], excludes)
+            if r.kind == "implies"
+            else (implies, [*excludes, (a, b)])
+        )
         try:
-            check_priors(PriorRules(implies, excludes), taxonomy)
-            reasons.append("")
+            check_priors(PriorRules(*trial), taxonomy)
         except LabelSystemError as e:
-            reasons.append(str(e))
+            reasons.append(f"with the current rules and the candidates above: {e}")
+            continue
+        implies, excludes = trial
+        reasons.append("")
     table = table.assign(reason=reasons)
     bad = table["reason"] != ""
     table.loc[bad, "status"] = "rejected"
     return MinedRules(table[~bad].reset_index(drop=True), table[bad].reset_index(drop=True), config)
+
+
+def _pair_excluded(a: str, b: str, rules: PriorRules, taxonomy: Taxonomy) -> bool:
+    closure = {t: implied_closure([t], rules, taxonomy) for t in (a, b)}
+    return _already_excluded(a, b, rules, closure)
 
 
 # ---- inputs -----------------------------------------------------------------------------------
