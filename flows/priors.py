@@ -8,7 +8,8 @@ table, the per-tag table, the plots, the rules in force and the mined candidates
 then reads the post-prior predictions, and the bundle carries the rules in force.
 
 Cached by content like every stage: the same rules, config, checkpoint and data reuse the
-outputs. Off (`priors: {enabled: false}`): nothing runs; calibration scores the fold itself.
+outputs. Off (`priors: {enabled: false}`): nothing runs; the scores it was given pass through
+(none: calibration scores the fold itself).
 """
 
 from __future__ import annotations
@@ -51,9 +52,12 @@ def apply_prior_rules(
     scores: Path | None = None,
 ) -> PriorsApplied:
     """Apply the rules to the held-out scores (`scores`, or the checkpoint's on `val_fold`),
-    write the post-prior predictions and the review material, log it to the training run."""
+    write the post-prior predictions and the review material, log it to the training run.
+
+    Off: nothing runs; `scores` (when given) pass through as the predictions calibration reads.
+    """
     if not config.enabled:
-        return PriorsApplied()
+        return PriorsApplied(predictions=scores)
     from flows.heldout import write_heldout_predictions
     from tagger.priors.job import run_priors_job
 

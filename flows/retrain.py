@@ -175,9 +175,10 @@ def calibrate_thresholds(
     from flows.heldout import write_heldout_predictions
     from tagger.calibrate.job import CalibrateJobConfig, run_calibrate_job
 
+    given = {} if scores is None else {"scores": scores}  # keys of runs without it unchanged
     out = stage_dir(
         work_dir, "calibrate", config=config, checkpoint=checkpoint, data=data, val_fold=val_fold,
-        scores=scores,
+        **given,
     )  # fmt: skip
     predictions = scores or write_heldout_predictions(
         checkpoint, data.manifest, data.cache_dir, val_fold, out / "heldout_predictions.parquet"
@@ -214,8 +215,9 @@ def package_bundle(
     from flows.heldout import build_bundle
     from tagger.bundle.model_bundle import save_bundle
 
+    given = {} if priors is None else {"priors": priors}  # keys of runs without it unchanged
     out = stage_dir(
-        work_dir, "bundle", checkpoint=checkpoint, calibration=calibration, data=data, priors=priors
+        work_dir, "bundle", checkpoint=checkpoint, calibration=calibration, data=data, **given
     )
     bundle = build_bundle(
         checkpoint,

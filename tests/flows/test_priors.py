@@ -112,8 +112,13 @@ def test_drop_harmful_drops_only_rules_chosen_on_other_rows(setup: Setup) -> Non
     assert all(f"excludes: {a} / {b}" not in dropped for a, b in kept.excludes)
 
 
-def test_off_does_nothing(setup: Setup) -> None:
-    assert run_task(setup, PriorsConfig()) == PriorsApplied()
+def test_off_does_nothing_and_passes_the_scores_on(setup: Setup) -> None:
+    off = run_task(setup, PriorsConfig())
+    assert off == PriorsApplied(predictions=setup.files["predictions"])
+    alone = apply_prior_rules.fn(
+        PriorsConfig(), setup.trained, setup.data, 0, setup.tracking, setup.work
+    )
+    assert alone == PriorsApplied()
 
 
 def test_unknown_rule_weights_are_named(setup: Setup) -> None:
