@@ -362,7 +362,7 @@ def _apply_chunk(
     final, src = lift(u, rules, tol, explain)
     winner = None
     if rules.pairs:
-        caps, winner = exclusion_caps(final, rules)
+        caps, winner = exclusion_caps(final, rules, explain)
         # a cap cuts below u - tol, or below 0.5 for a present tag
         bar = u - tol
         np.maximum(bar, HALF, out=bar, where=u >= HALF)
@@ -464,31 +464,46 @@ def _raise_from(
         np.copyto(src[b], best_src, where=raise_)
 
 
-def exclusion_caps(v: np.ndarray, rules: RuleSet) -> tuple[np.ndarray, np.ndarray]:
+def exclusion_caps(
+    v: np.ndarray, rules: RuleSet, explain: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Tag-major caps `[T, n]` (1 = none) from the excluded pairs decided on lifted scores `v`,
-    passed on to every tag implying a loser (divided by the chain's weight), and the winning
-    tag of the pair that set each cap (-1 = none)."""
+    passed on to every tag implying a loser (divided by the chain's weight), and (with
+    `explain`) the winning tag of the pair that set each cap (-1 = none)."""
     caps = np.ones(v.shape, dtype=np.float32)
-    winner = np.full(v.shape, -1, dtype=np.int32)
+    winner = np.full(v.shape, -1, dtype=np.int32) if explain else None
     one = np.float32(1)
     for a, b, w in rules.pairs:
         b_loses = v[a] >= v[b]  # a tie: the pair's second tag loses
         strong = np.where(b_loses, v[a], v[b])
         cap = one - np.float32(w) * strong
         if w >= 1:
-            cap = np.where(strong >= HALF, np.minimum(cap, BELOW_HALF), cap)
+            np.minimum(cap, BELOW_HALF, out=cap, where=strong >= HALF)
         for loser, win, rows in ((b, a, b_loses), (a, b, ~b_loses)):
             want = np.where(rows, cap, one)
-            lower = want < caps[loser]
-            caps[loser] = np.where(lower, want, caps[loser])
-            winner[loser] = np.where(lower, np.int32(win), winner[loser])
+            _lower(caps, winner, loser, want, np.int32(win))
     for x, ys, ws in rules.cap_steps:  # implied tags first: their caps are final
         for y, w in zip(ys.tolist(), ws.tolist(), strict=True):
             want = caps[y] if w == 1.0 else caps[y] / np.float32(w)
-            lower = want < caps[x]
-            caps[x] = np.where(lower, want, caps[x])
-            winner[x] = np.where(lower, winner[y], winner[x])
+            _lower(caps, winner, x, want, None if winner is None else winner[y])
     return caps, winner
+
+
+def _lower(
+    caps: np.ndarray,
+    winner: np.ndarray | None,
+    tag: int,
+    want: np.ndarray,
+    who: np.int32 | np.ndarray | None,
+) -> None:
+    """caps[tag] = min(caps[tag], want), and `who` won where it went down (with winners)."""
+    if winner is None:
+        np.minimum(caps[tag], want, out=caps[tag])
+        return
+    assert who is not None
+    lower = want < caps[tag]
+    np.copyto(caps[tag], want, where=lower)
+    np.copyto(winner[tag], who, where=lower)
 
 
 # ---- checking ---------------------------------------------------------------------------------
