@@ -9,6 +9,7 @@
     promotion: {tolerance: 0.0}
     mlflow: {tracking_uri: null}       # null: sqlite:///<work_dir>/mlflow.db
     cleaning: {enabled: true, pseudo: {top_k: 5}}   # label cleaning (flows/clean.py)
+    priors: {enabled: true, rules: null, drop_harmful: false}  # rules: null = shipped priors.yaml
     detector: {enabled: false}         # stages not available yet: they can only be off
 
 `load_retrain_config(path, overrides)` takes dotted overrides ({"train.schedule.epochs": 2,
@@ -31,6 +32,7 @@ from tagger.calibrate.thresholds import CalibrationConfig
 from tagger.clean.job import CleanConfig, resolve_clean_paths
 from tagger.data.assembly_job import AssemblyConfig
 from tagger.data.demo import DemoConfig
+from tagger.priors.job import PriorsConfig
 from tagger.train.crossfit import CrossFitConfig
 from tagger.train.training import TrainConfig, resolve_paths
 
@@ -86,12 +88,6 @@ class DetectorStage(UnavailableStage):
     stage: ClassVar[str] = "detector-fusion"
 
 
-class PriorsStage(UnavailableStage):
-    """Prior relationships (implies / excludes) applied to scores: not available yet."""
-
-    stage: ClassVar[str] = "priors"
-
-
 class PromotionConfig(BaseModel):
     """When a new model takes `@champion`: it must not lose on mAP nor on the share of tags
     meeting their precision target, by more than `tolerance` (absolute)."""
@@ -122,7 +118,7 @@ class RetrainConfig(BaseModel):
     mlflow: TrackingConfig = TrackingConfig()
     cleaning: CleaningStage = CleaningStage()
     detector: DetectorStage = DetectorStage()
-    priors: PriorsStage = PriorsStage()
+    priors: PriorsConfig = PriorsConfig()
 
     @model_validator(mode="after")
     def _check_stages(self) -> RetrainConfig:
@@ -180,6 +176,11 @@ def _resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         out["assemble"] = _resolve(base, assemble)
     elif isinstance(assemble, dict):
         out["assemble"] = {**assemble, "base_dir": _resolve(base, assemble.get("base_dir", "."))}
+    priors = out.get("priors")
+    if isinstance(priors, dict) and priors.get("rules") is not None:
+        out["priors"] = {**priors, "rules": _resolve(base, priors["rules"])}
+    if out.get("priors.rules") is not None:  # a dotted override
+        out["priors.rules"] = _resolve(base, out["priors.rules"])
     return out
 
 
@@ -201,6 +202,9 @@ def parse_retrain_config(data: object, file: str | Path = "<memory>") -> Retrain
         config = RetrainConfig.model_validate(data)
     except ValidationError as error:
         raise RetrainConfigError(_format_errors(error, str(file))) from None
+    rules = config.priors.rules
+    if config.priors.enabled and rules is not None and not Path(rules).is_file():
+        raise RetrainConfigError(f"{file}: priors.rules: no priors file {str(rules)!r}")
     if isinstance(config.assemble, Path):
         from tagger.data.assembly_job import load_assembly_config
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from label_system.priors import load_priors
 from label_system.taxonomy import Taxonomy, load_default_taxonomy, load_taxonomy
 from tagger.bundle.model_bundle import Bundle, create_bundle
 from tagger.calibrate.evaluation import EvalData
@@ -72,9 +73,11 @@ def build_bundle(
     taxonomy: Path | None,
     metrics: dict[str, Any],
     demo: bool = False,
+    priors: Path | None = None,
 ) -> Bundle:
-    """A bundle from the checkpoint's weights and preprocessing and the calibrated thresholds;
-    it records what it was trained on (`training_data_of`), `demo` for the drawn demo set."""
+    """A bundle from the checkpoint's weights and preprocessing, the calibrated thresholds and
+    the prior rules in force (a priors YAML; None: no rules); it records what it was trained on
+    (`training_data_of`), `demo` for the drawn demo set."""
     meta = read_checkpoint_meta(checkpoint)
     tax = load_config_taxonomy(taxonomy)
     return create_bundle(
@@ -83,6 +86,7 @@ def build_bundle(
         tax,
         read_thresholds(thresholds, tax),
         preprocessing=dict(meta["preprocessing"]),
+        priors=None if priors is None else load_priors(priors, tax),
         metrics=metrics,
         dataset_hash=hash_file(manifest),
         training_data=training_data_of(read_manifest(manifest), demo),
@@ -101,6 +105,17 @@ def training_data_of(manifest: pd.DataFrame, demo: bool) -> dict[str, Any]:
     }
 
 
+def apply_bundle_priors(bundle: Bundle, probs: np.ndarray) -> np.ndarray:
+    """The scores the bundle thresholds at prediction time: its prior rules applied with its
+    thresholds (as `tagger.inference.rules.RuleStep`); the probs as they are without rules."""
+    if bundle.priors is None:
+        return probs
+    from tagger.priors.apply import apply_priors, compile_rules
+
+    thresholds = np.clip(bundle.thresholds, 1e-6, 1.0)
+    return apply_priors(probs, compile_rules(bundle.taxonomy, bundle.priors), thresholds).scores
+
+
 def heldout_eval(
     manifest: Path, cache_dir: Path, taxonomy: Path | None, val_fold: int
 ) -> tuple[EvalData, Callable[[Bundle], np.ndarray]]:
@@ -110,12 +125,13 @@ def heldout_eval(
     data = EvalData.from_manifest(held, load_config_taxonomy(taxonomy))
 
     def predict_fn(bundle: Bundle) -> np.ndarray:
-        return predict_manifest(
+        probs = predict_manifest(
             bundle.create_model(),
             held,
             bundle.preprocessing,
             cache_dir=cache_dir,
             batch_size=EVAL_BATCH,
         )
+        return apply_bundle_priors(bundle, probs)
 
     return data, predict_fn

@@ -1,6 +1,5 @@
-"""Prefect flow `retrain`: assemble -> [crossfit] -> [clean] -> train -> calibrate -> bundle ->
-register ->
-promote.
+"""Prefect flow `retrain`: assemble -> [crossfit] -> [clean] -> train -> [priors] ->
+calibrate -> bundle -> register -> promote.
 
     python -m flows.retrain flows/configs/retrain_demo.yaml [--set train.schedule.epochs=2]
     prefect deployment run 'retrain/retrain-manual'          # through deploy/prefect.yaml
@@ -43,6 +42,7 @@ from flows.clean import clean_for_training
 from flows.config import RetrainConfig, load_retrain_config, with_overrides
 from flows.crossfit import crossfit_predictions
 from flows.entry_point import existing_file
+from flows.priors import apply_prior_rules
 from flows.stages import (
     Assembled,
     Calibrated,
@@ -180,21 +180,25 @@ def calibrate_thresholds(
     val_fold: int,
     work_dir: Path,
     oof: Path | None = None,
+    scores: Path | None = None,
 ) -> Calibrated:
-    """Score the held-out fold with the best checkpoint, then choose per-tag thresholds on it
-    (report, plots, summary); the model never saw these images.
+    """Score the held-out fold with the best checkpoint (or read `scores`: the held-out
+    predictions an earlier stage transformed, e.g. post-prior), then choose per-tag thresholds
+    on it (report, plots, summary); the model never saw these images.
 
-    oof: cross-fitted out-of-fold predictions (flows/crossfit.py): thresholds are chosen on
-    every fold but `val_fold` instead, and checked on the final model's `val_fold`.
+    oof: cross-fitted out-of-fold predictions (flows/crossfit.py, post-prior when the priors
+    stage ran): thresholds are chosen on every fold but `val_fold` instead, and checked on the
+    final model's `val_fold`.
     """
     from flows.heldout import write_heldout_predictions
     from tagger.calibrate.job import CalibrateJobConfig, run_calibrate_job
 
+    given = {} if scores is None else {"scores": scores}  # keys of runs without it unchanged
     out = stage_dir(
         work_dir, "calibrate", config=config, checkpoint=checkpoint, data=data,
-        val_fold=val_fold, oof=oof,
+        val_fold=val_fold, oof=oof, **given,
     )  # fmt: skip
-    predictions = write_heldout_predictions(
+    predictions = scores or write_heldout_predictions(
         checkpoint, data.manifest, data.cache_dir, val_fold, out / "heldout_predictions.parquet"
     )
     job = CalibrateJobConfig(
@@ -220,15 +224,28 @@ def calibrate_thresholds(
 
 @task(name="bundle")
 def package_bundle(
-    checkpoint: Path, calibration: Calibrated, data: Assembled, work_dir: Path, demo: bool = False
+    checkpoint: Path,
+    calibration: Calibrated,
+    data: Assembled,
+    work_dir: Path,
+    demo: bool = False,
+    priors: Path | None = None,
 ) -> Path:
-    """The model bundle: weights, taxonomy snapshot, preprocessing, thresholds, metrics, and
-    what it was trained on (`demo`: the drawn demo data set)."""
+    """The model bundle: weights, taxonomy snapshot, preprocessing, thresholds, metrics, the
+    prior rules in force (`priors`, a priors YAML) when the priors stage ran, and what it was
+    trained on (`demo`: the drawn demo data set)."""
     from flows.heldout import build_bundle
     from tagger.bundle.model_bundle import save_bundle
 
+    given = {} if priors is None else {"priors": priors}  # keys of runs without it unchanged
     out = stage_dir(
-        work_dir, "bundle", checkpoint=checkpoint, calibration=calibration, data=data, demo=demo
+        work_dir,
+        "bundle",
+        checkpoint=checkpoint,
+        calibration=calibration,
+        data=data,
+        demo=demo,
+        **given,
     )
     bundle = build_bundle(
         checkpoint,
@@ -237,6 +254,7 @@ def package_bundle(
         data.taxonomy,
         headline_metrics(calibration.summary),
         demo=demo,
+        priors=priors,
     )
     return save_bundle(bundle, out / "bundle")
 
@@ -415,11 +433,17 @@ def retrain(
     if cfg.cleaning.enabled:  # flows/clean.py: out-of-fold issues, review queue, new manifest
         data = clean_for_training(cfg.cleaning, cfg.train, data, tracking, work, stage, oof)
     trained = stage(train_tagger)(cfg.train, data, tracking, work)
+    # priors act on the scores calibration reads: out-of-fold when cross-fitted, else held-out
+    priors = stage(apply_prior_rules)(
+        cfg.priors, trained, data, cfg.heldout_fold, tracking, work, oof
+    )
+    oof_scored = priors.predictions if oof is not None else None
+    scored = priors.predictions if oof is None else None
     calibrated = stage(calibrate_thresholds)(
-        cfg.calibrate, trained.checkpoint, data, cfg.heldout_fold, work, oof
+        cfg.calibrate, trained.checkpoint, data, cfg.heldout_fold, work, oof_scored, scored
     )
     bundle = stage(package_bundle)(
-        trained.checkpoint, calibrated, data, work, demo=cfg.demo is not None
+        trained.checkpoint, calibrated, data, work, demo=cfg.demo is not None, priors=priors.rules
     )
     metrics = stage(log_evaluation)(calibrated, trained, data, tracking)
     registered = stage(register_bundle)(bundle, trained, tracking)

@@ -18,7 +18,7 @@ beach and indoor exclude each other). `check_priors` rejects rule sets that cann
   chains (a -> b while a excludes b; a -> b, a -> c, b excludes c; a tag excluding its own
   ancestor).
 
-Applying the rules to predictions is not done here (see the fusion stage).
+Applying the rules to scores is `tagger.priors.apply`; mining new ones, `tagger.priors.mining`.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@
     tagger train train.yaml [--resume]         # manifest -> checkpoints (torchrun for DDP)
     tagger clean manifest.parquet oof.parquet --output-dir work/clean   # issues + review queue
     tagger review export|import ...            # the review round trip (Label Studio, CSV)
+    tagger priors mine manifest.parquet        # candidate prior rules -> a review YAML
 
 A subcommand is `(add_arguments(parser), run(args) -> exit code)`. Heavy imports happen inside
 `run`, so `tagger --help` stays fast. Bad input exits with code 2 and one readable message.
@@ -132,6 +133,155 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- priors ----------------------------------------------------------------------------------
+
+MINE_EXAMPLE = """example:
+  tagger priors mine /tmp/assembled_shared/manifest.parquet --out review/priors_mined.yaml \\
+      --labels ../shared/data/voc_labels/voc2007_image_labels.csv:voc --min-support 20
+
+Writes the review YAML (priors format, statistics as comments; rejected candidates at the end)
+and <out stem>.csv with every candidate. Nothing is applied: copy accepted rules into
+label_system/data/priors.yaml."""
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return number
+
+
+def _unit(value: str) -> float:
+    number = float(value)
+    if not 0.0 < number <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return number
+
+
+def _at_least_one(value: str) -> float:
+    number = float(value)
+    if number < 1.0:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return number
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return number
+
+
+class _DefaultsHelp(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default (when it has one) and keeps the epilog's line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, [], argparse.SUPPRESS) and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+def add_priors_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="priors_command", required=True, metavar="ACTION")
+    mine = sub.add_parser(
+        "mine",
+        help="mine candidate implications and exclusions from a manifest (known cells only)",
+        description="Mine candidate prior rules (A -> B, A / B) from the known cells of an "
+        "assembled manifest and optional label-only tables; write them for review.",
+        epilog=MINE_EXAMPLE,
+        formatter_class=_DefaultsHelp,
+    )
+    mine.add_argument("manifest", help="assembled manifest Parquet")
+    mine.add_argument("--out", default="priors_mined.yaml", help="review YAML to write")
+    mine.add_argument("--rules", help="current priors YAML; none given: the shipped priors.yaml")
+    mine.add_argument("--taxonomy", help="taxonomy YAML; none given: the shipped one")
+    mine.add_argument(
+        "--labels",
+        action="append",
+        default=[],
+        metavar="CSV:VOCABULARY",
+        help="a label-only table (labels column, '|'-separated) and its mapping's vocabulary, "
+        "e.g. voc_labels/voc2007_image_labels.csv:voc; repeatable",
+    )
+    mine.add_argument(
+        "--min-support",
+        type=_positive_int,
+        default=10,
+        help="images with both tags positive (implications)",
+    )
+    mine.add_argument("--min-confidence", type=_unit, default=0.9, help="P(B | A)")
+    mine.add_argument("--min-lift", type=_at_least_one, default=1.5, help="P(B | A) / P(B)")
+    mine.add_argument(
+        "--min-expected",
+        type=_positive,
+        default=5.0,
+        help="co-occurrences independence predicts (exclusions)",
+    )
+    mine.add_argument(
+        "--max-cooccurrence",
+        type=_non_negative_int,
+        default=0,
+        help="co-occurrences an exclusion may still have (label noise)",
+    )
+    mine.add_argument("--max-candidates", type=_positive_int, default=50, help="per kind")
+
+
+def _label_tables(values: list[str]) -> list[tuple[Path, str]]:
+    out = []
+    for value in values:
+        path, sep, vocabulary = value.rpartition(":")
+        if not sep or not path or not vocabulary:
+            raise ValueError(f"--labels {value!r}: expected CSV:VOCABULARY, e.g. labels.csv:voc")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--labels {value!r}: no file {path}")
+        out.append((Path(path), vocabulary))
+    return out
+
+
+def run_priors(args: argparse.Namespace) -> int:
+    """`tagger priors mine`: candidate rules from the data, written for review."""
+    manifest = Path(args.manifest)
+    for name, given in (("manifest", manifest), ("--rules", args.rules),
+                        ("--taxonomy", args.taxonomy)):  # fmt: skip
+        if given is not None and not Path(given).is_file():
+            raise FileNotFoundError(f"{name}: no file {given}")
+    tables = _label_tables(args.labels)
+    from label_system.mapping import load_default_mapping
+    from label_system.priors import load_default_priors, load_priors
+    from label_system.taxonomy import load_default_taxonomy, load_taxonomy
+    from tagger.priors.mining import MiningConfig, mine_sources, write_review
+
+    taxonomy = load_taxonomy(args.taxonomy) if args.taxonomy else load_default_taxonomy()
+    current = load_priors(args.rules, taxonomy) if args.rules else load_default_priors(taxonomy)
+    config = MiningConfig(
+        min_support=args.min_support, min_confidence=args.min_confidence,
+        min_lift=args.min_lift, min_expected=args.min_expected,
+        max_cooccurrence=args.max_cooccurrence, max_candidates=args.max_candidates,
+    )  # fmt: skip
+    mined = mine_sources(
+        taxonomy,
+        current,
+        config,
+        manifest=manifest,
+        label_tables=[(p, load_default_mapping(v, taxonomy)) for p, v in tables],
+    )
+    out = write_review(mined, args.out, header="sources: " + ", ".join(mined.sources))
+    kinds = mined.candidates["kind"].value_counts().to_dict()
+    print(f"candidates: {kinds.get('implies', 0)} implications, {kinds.get('excludes', 0)} "
+          f"exclusions; {len(mined.rejected)} rejected (cycle or contradiction)")  # fmt: skip
+    print(f"review: {out}")
+    print(f"table:  {out.with_suffix('.csv')}")
+    return 0
+
+
 # ---- train -----------------------------------------------------------------------------------
 
 
@@ -179,6 +329,11 @@ COMMANDS: dict[str, tuple[str, AddArguments, Run]] = {
         "train the tagger from a config (resumable; DDP under torchrun)",
         add_train_arguments,
         run_train,
+    ),
+    "priors": (
+        "prior rules: mine candidate implications/exclusions from the data for review",
+        add_priors_arguments,
+        run_priors,
     ),
     "predict": (
         "tag images (folder, manifest or files) with a model bundle; resumable",

@@ -43,6 +43,7 @@ from tagger.data.child_processes import worker_initializer
 from tagger.inference.decoding import Decoded, crashed_decode, decode_input, timed_out_decode
 from tagger.inference.options import InputItem, PredictOptions, WorkerKind
 from tagger.inference.records import PredictionRecord, TagPrediction
+from tagger.inference.rules import RuleStep
 from tagger.inference.runtime import release_free_memory
 from tagger.inference.selection import TagSelector
 from tagger.train.dataset import normalize_images
@@ -140,6 +141,7 @@ class Predictor:
         self.options = options
         self.prep = preprocessing_of(bundle)
         self.selector = TagSelector(bundle.taxonomy, bundle.thresholds, options)
+        self.rules = RuleStep(bundle.taxonomy, bundle.priors, bundle.thresholds)
         self.backend = create_backend(bundle, options)
         self.decode_fn = create_decode_fn(bundle, options)
 
@@ -149,7 +151,9 @@ class Predictor:
         tags: dict[int, tuple[TagPrediction, ...]] = {}
         if ok:
             probs = self.backend(np.stack([pixels for _, pixels in ok]))
-            tags = dict(zip([i for i, _ in ok], self.selector(probs), strict=True))
+            scores, source = self.rules(probs)  # prior rules, before the thresholds
+            selected = self.rules.annotate(self.selector(scores), source)
+            tags = dict(zip([i for i, _ in ok], selected, strict=True))
         return [
             PredictionRecord(
                 image_id=d.item.image_id,

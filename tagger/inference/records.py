@@ -4,7 +4,10 @@ A record holds either tags or an error, never neither:
 
     {"image_id": "a.jpg", "path": "/photos/a.jpg", "width": 4032, "height": 3024,
      "tags": [{"id": "dog", "name": "Dog", "score": 0.93, "category": "animals",
-               "parents": ["animal"], "evidence": "classifier", "boxes": []}],
+               "parents": ["animal"], "evidence": "classifier", "boxes": []},
+              {"id": "pet", "name": "Pet", "score": 0.93, "category": "animals",
+               "parents": ["animal"], "evidence": "rule", "boxes": [],
+               "rule": "pet: parent of dog"}],
      "error": null}
     {"image_id": "b.jpg", "path": "/photos/b.jpg", "width": null, "height": null, "tags": [],
      "error": {"code": "truncated", "message": "image file is truncated"}}
@@ -30,7 +33,7 @@ from typing import Any, BinaryIO, Literal, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-Evidence = Literal["classifier", "detector", "parent"]
+Evidence = Literal["classifier", "detector", "parent", "rule"]
 OutputFormat = Literal["jsonl", "parquet", "csv"]
 OUTPUT_FORMATS: dict[str, OutputFormat] = {
     ".jsonl": "jsonl",
@@ -57,6 +60,7 @@ TAG_TYPE = pa.struct(
         ("parents", pa.list_(pa.string())),
         ("evidence", pa.string()),
         ("boxes", pa.list_(BOX_TYPE)),
+        ("rule", pa.string()),
     ]
 )
 ERROR_TYPE = pa.struct([("code", pa.string()), ("message", pa.string())])
@@ -89,8 +93,10 @@ class TagPrediction:
     """One tag of one image: display `name` in the requested language, `score` in 0..1.
 
     evidence: "classifier" (the tag's own score passed its threshold), "detector" (a detector
-    box), or "parent" (implied by a predicted child tag; its score is the best of its own and
-    its children's). parents: ancestor tag ids, nearest first.
+    box), "parent" (implied by a predicted child tag; its score is the best of its own and
+    its children's), or "rule" (a prior rule raised its score, `tagger.priors`).
+    parents: ancestor tag ids, nearest first.
+    rule: which prior rule set or changed the score, e.g. "tree: implied by forest" (None: none).
     """
 
     id: str
@@ -100,6 +106,7 @@ class TagPrediction:
     parents: tuple[str, ...] = ()
     evidence: Evidence = "classifier"
     boxes: tuple[Box, ...] = ()
+    rule: str | None = None
 
 
 @dataclass(frozen=True)
@@ -157,7 +164,7 @@ class PredictionRecord:
 
 
 def _tag_to_dict(tag: TagPrediction) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "id": tag.id,
         "name": tag.name,
         "score": round(float(tag.score), SCORE_DIGITS),
@@ -169,6 +176,9 @@ def _tag_to_dict(tag: TagPrediction) -> dict[str, Any]:
             for b in tag.boxes
         ],
     }
+    if tag.rule is not None:  # only when a rule acted: older readers see the same layout
+        out["rule"] = tag.rule
+    return out
 
 
 def _tag_from_dict(data: dict[str, Any]) -> TagPrediction:
@@ -183,6 +193,7 @@ def _tag_from_dict(data: dict[str, Any]) -> TagPrediction:
             Box(*(float(b[k]) for k in ("xmin", "ymin", "xmax", "ymax", "score")))
             for b in data.get("boxes") or ()
         ),
+        rule=None if data.get("rule") is None else str(data["rule"]),
     )
 
 

@@ -19,6 +19,7 @@ from flows.config import (
     load_retrain_config,
     parse_retrain_config,
 )
+from flows.priors import PriorsApplied, apply_prior_rules
 from flows.retrain import (
     assemble_data,
     calibrate_thresholds,
@@ -49,12 +50,19 @@ TINY_TRAIN = {
     "progress": False,
 }
 TINY_CALIBRATION = {"min_positives": 1, "min_negatives": 1, "target_precision": 0.5}
+TINY_PRIORS = {"enabled": True, "reference_precision": 0.5}
 
 
 def tiny_config(work_dir: Path, **data: Any) -> RetrainConfig:
     """A retrain config small enough for a test (seconds of training)."""
     return parse_retrain_config(
-        {"work_dir": str(work_dir), "train": TINY_TRAIN, "calibrate": TINY_CALIBRATION, **data}
+        {
+            "work_dir": str(work_dir),
+            "train": TINY_TRAIN,
+            "calibrate": TINY_CALIBRATION,
+            "priors": TINY_PRIORS,
+            **data,
+        }
     )
 
 
@@ -112,7 +120,7 @@ def test_the_shipped_configs_load() -> None:
         ({"demo": {}, "cleaning": {"pseudo": {"top_k": 0}}}, r"cleaning.pseudo.top_k: .*given: 0"),
         ({"demo": {}, "cleaning": {"enabled": True, "queue": {"cap": 3}}}, "cleaning.queue.cap"),
         ({"demo": {}, "detector": {"enabled": True}}, "detector-fusion stage is not available"),
-        ({"demo": {}, "priors": {"enabled": True}}, "priors stage is not available"),
+        ({"demo": {}, "priors": {"enabled": "maybe"}}, r"priors.enabled: .*given: 'maybe'"),
         ({}, "exactly one of `demo`"),
         ({"demo": {}, "train": {"data": {"val_fold": None}}}, "val_fold: null is not allowed"),
         ({"demo": {}, "epochs": 3}, "epochs: Extra inputs are not permitted"),
@@ -149,6 +157,7 @@ class Stages:
     config: RetrainConfig
     data: Assembled
     trained: Trained
+    priors: PriorsApplied
     calibrated: Calibrated
     bundle: Path
     metrics: dict[str, float]
@@ -164,10 +173,11 @@ def stages(tmp_path_factory: pytest.TempPathFactory, demo_sources: Path) -> Stag
     assembly = read_assembly_config.fn(demo_sources)
     s.data = assemble_data.fn(assembly, source_files(assembly), work)
     s.trained = train_tagger.fn(s.config.train, s.data, s.tracking, work)
+    s.priors = apply_prior_rules.fn(s.config.priors, s.trained, s.data, 0, s.tracking, work)
     s.calibrated = calibrate_thresholds.fn(
-        s.config.calibrate, s.trained.checkpoint, s.data, 0, work
+        s.config.calibrate, s.trained.checkpoint, s.data, 0, work, s.priors.predictions
     )
-    s.bundle = package_bundle.fn(s.trained.checkpoint, s.calibrated, s.data, work)
+    s.bundle = package_bundle.fn(s.trained.checkpoint, s.calibrated, s.data, work, s.priors.rules)
     s.metrics = log_evaluation.fn(s.calibrated, s.trained, s.data, s.tracking)
     s.registered = register_bundle.fn(s.bundle, s.trained, s.tracking)
     return s
@@ -214,6 +224,19 @@ def test_calibrate_stage_uses_the_heldout_fold(stages: Stages) -> None:
     assert c.thresholds.exists() and c.report.exists() and c.plots
     folds = set(pq.read_table(c.predictions).column("fold").to_pylist())
     assert folds == {0}
+
+
+def test_priors_stage_feeds_calibration_and_the_bundle(stages: Stages) -> None:
+    from tagger.bundle.resolve import load_bundle
+
+    assert stages.priors.predictions is not None and stages.priors.rules is not None
+    assert stages.calibrated.predictions == stages.priors.predictions, "post-prior scores"
+    bundle = load_bundle(stages.bundle)
+    assert bundle.priors is not None and ("forest", "tree") in bundle.priors.implies
+    artifacts = MlflowClient(stages.tracking.tracking_uri).list_artifacts(
+        stages.trained.run_id, "priors"
+    )
+    assert "priors/rule_effects.csv" in {a.path for a in artifacts}
 
 
 def test_bundle_stage_and_evaluation(stages: Stages) -> None:
