@@ -175,7 +175,7 @@ def stages(tmp_path_factory: pytest.TempPathFactory, demo_sources: Path) -> Stag
     s.trained = train_tagger.fn(s.config.train, s.data, s.tracking, work)
     s.priors = apply_prior_rules.fn(s.config.priors, s.trained, s.data, 0, s.tracking, work)
     s.calibrated = calibrate_thresholds.fn(
-        s.config.calibrate, s.trained.checkpoint, s.data, 0, work, s.priors.predictions
+        s.config.calibrate, s.trained.checkpoint, s.data, 0, work, scores=s.priors.predictions
     )
     s.bundle = package_bundle.fn(s.trained.checkpoint, s.calibrated, s.data, work, s.priors.rules)
     s.metrics = log_evaluation.fn(s.calibrated, s.trained, s.data, s.tracking)
