@@ -177,7 +177,9 @@ def stages(tmp_path_factory: pytest.TempPathFactory, demo_sources: Path) -> Stag
     s.calibrated = calibrate_thresholds.fn(
         s.config.calibrate, s.trained.checkpoint, s.data, 0, work, scores=s.priors.predictions
     )
-    s.bundle = package_bundle.fn(s.trained.checkpoint, s.calibrated, s.data, work, s.priors.rules)
+    s.bundle = package_bundle.fn(
+        s.trained.checkpoint, s.calibrated, s.data, work, priors=s.priors.rules
+    )
     s.metrics = log_evaluation.fn(s.calibrated, s.trained, s.data, s.tracking)
     s.registered = register_bundle.fn(s.bundle, s.trained, s.tracking)
     return s
