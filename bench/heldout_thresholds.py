@@ -251,9 +251,10 @@ def main() -> None:
     for name, update in variants:
         rows.append((name, check(name, oof, oof_folds, final, test_folds, manifest, taxonomy,
                                  old_cfg.model_copy(update=update), quiet=True)))  # fmt: skip
-    print("\nmethod                                   tags_ok  within_0.05  median  micro")
+    print("\nmethod                                   tags_ok  checked  within_0.05  median  micro")
     for name, r in rows:
         print(f"{name:40s} {int(r['tags_meeting_target']):7d}  "
+              f"{int(r['tags_with_predictions']):7d}  "
               f"{r['share_within_tolerance']:11.3f}  {r['median_precision']:6.3f}  "
               f"{r['micro_precision']:5.3f}")  # fmt: skip
     ratio = new["tags_meeting_target"] / max(old["tags_meeting_target"], 1.0)
