@@ -7,6 +7,7 @@
     calibrate: {target_precision: 0.9}
     promotion: {tolerance: 0.0}
     mlflow: {tracking_uri: null}       # null: sqlite:///<work_dir>/mlflow.db
+    detector: {enabled: true, backend: ssd}  # small-object detector fused into the tags
     cleaning: {enabled: false}         # stages not available yet: they can only be off
 
 `load_retrain_config(path, overrides)` takes dotted overrides ({"train.schedule.epochs": 2,
@@ -27,6 +28,7 @@ from flows.tracking import TrackingConfig
 from tagger.calibrate.thresholds import CalibrationConfig
 from tagger.data.assembly_job import AssemblyConfig
 from tagger.data.demo import DemoConfig
+from tagger.detect.detections import DetectorConfig
 from tagger.train.training import TrainConfig, resolve_paths
 
 
@@ -58,12 +60,6 @@ class CleaningStage(UnavailableStage):
     """Label cleaning (out-of-fold label issues, review queue): not available yet."""
 
     stage: ClassVar[str] = "cleaning"
-
-
-class DetectorStage(UnavailableStage):
-    """Detector evidence fused with classifier scores: not available yet."""
-
-    stage: ClassVar[str] = "detector-fusion"
 
 
 class PriorsStage(UnavailableStage):
@@ -100,7 +96,7 @@ class RetrainConfig(BaseModel):
     promotion: PromotionConfig = PromotionConfig()
     mlflow: TrackingConfig = TrackingConfig()
     cleaning: CleaningStage = CleaningStage()
-    detector: DetectorStage = DetectorStage()
+    detector: DetectorConfig = DetectorConfig()  # stage 4: detect + fuse (tagger.detect)
     priors: PriorsStage = PriorsStage()
 
     @model_validator(mode="after")

@@ -1,4 +1,5 @@
-"""Prefect flow `retrain`: assemble -> train -> calibrate -> bundle -> register -> promote.
+"""Prefect flow `retrain`: assemble -> train -> [detect -> fuse] -> calibrate -> bundle ->
+register -> promote.
 
     python -m flows.retrain flows/configs/retrain_demo.yaml [--set train.schedule.epochs=2]
     prefect deployment run 'retrain/retrain-manual'          # through deploy/prefect.yaml
@@ -30,6 +31,8 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.caching import persisted, stage_dir
 from flows.config import RetrainConfig, load_retrain_config, with_overrides
+from flows.detect import Detected, Fused, fuse_detector_evidence, score_heldout
+from flows.detect import train_small_object_detector
 from flows.stages import (
     Assembled,
     Calibrated,
@@ -43,6 +46,7 @@ from flows.tracking import Tracking, ensure_experiment, mlflow_uris, resolve_tra
 from tagger.calibrate.thresholds import CalibrationConfig
 from tagger.data.assembly_job import AssemblyConfig, load_assembly_config, run_assembly
 from tagger.data.demo import DemoConfig
+from tagger.detect.detections import DetectorConfig
 from tagger.train.training import TrainConfig
 
 DEFAULT_CONFIG = str(Path(__file__).with_name("configs") / "retrain_demo.yaml")
@@ -161,19 +165,32 @@ def train_tagger(
 
 @task(name="calibrate")
 def calibrate_thresholds(
-    config: CalibrationConfig, checkpoint: Path, data: Assembled, val_fold: int, work_dir: Path
+    config: CalibrationConfig,
+    checkpoint: Path,
+    data: Assembled,
+    val_fold: int,
+    work_dir: Path,
+    predictions: Path | None = None,
 ) -> Calibrated:
-    """Score the held-out fold with the best checkpoint, then choose per-tag thresholds on it
-    (report, plots, summary); the model never saw these images."""
+    """Score the held-out fold with the best checkpoint (or read `predictions`, e.g. the fused
+    scores of the `fuse` stage), then choose per-tag thresholds on it (report, plots,
+    summary); the model never saw these images."""
     from flows.heldout import write_heldout_predictions
     from tagger.calibrate.job import CalibrateJobConfig, run_calibrate_job
 
     out = stage_dir(
-        work_dir, "calibrate", config=config, checkpoint=checkpoint, data=data, val_fold=val_fold
+        work_dir,
+        "calibrate",
+        config=config,
+        checkpoint=checkpoint,
+        data=data,
+        val_fold=val_fold,
+        predictions=predictions,
     )
-    predictions = write_heldout_predictions(
-        checkpoint, data.manifest, data.cache_dir, val_fold, out / "heldout_predictions.parquet"
-    )
+    if predictions is None:
+        predictions = write_heldout_predictions(
+            checkpoint, data.manifest, data.cache_dir, val_fold, out / "heldout_predictions.parquet"
+        )
     job = CalibrateJobConfig(
         predictions=predictions,
         manifest=data.manifest,
@@ -195,13 +212,24 @@ def calibrate_thresholds(
 
 @task(name="bundle")
 def package_bundle(
-    checkpoint: Path, calibration: Calibrated, data: Assembled, work_dir: Path
+    checkpoint: Path,
+    calibration: Calibrated,
+    data: Assembled,
+    work_dir: Path,
+    detector: tuple[DetectorConfig, Detected, Fused] | None = None,
 ) -> Path:
-    """The model bundle: weights, taxonomy snapshot, preprocessing, thresholds, metrics."""
+    """The model bundle: weights, taxonomy snapshot, preprocessing, thresholds, metrics (and
+    the detector with its fusion, when the detector stage ran)."""
+    from dataclasses import replace
+
+    from flows.detect import bundle_detector
     from flows.heldout import build_bundle
     from tagger.bundle.model_bundle import save_bundle
 
-    out = stage_dir(work_dir, "bundle", checkpoint=checkpoint, calibration=calibration, data=data)
+    out = stage_dir(
+        work_dir, "bundle", checkpoint=checkpoint, calibration=calibration, data=data,
+        detector=detector,
+    )  # fmt: skip
     bundle = build_bundle(
         checkpoint,
         calibration.thresholds,
@@ -209,6 +237,9 @@ def package_bundle(
         data.taxonomy,
         headline_metrics(calibration.summary),
     )
+    if detector is not None:
+        settings, weights = bundle_detector(*detector)
+        bundle = replace(bundle, detector=settings, detector_weights=weights)
     return save_bundle(bundle, out / "bundle")
 
 
@@ -380,10 +411,20 @@ def retrain(
         assembly = cfg.assemble
     data = stage(assemble_data)(assembly, source_files(assembly), work)
     trained = stage(train_tagger)(cfg.train, data, tracking, work)
+    scores, detector = None, None
+    if cfg.detector.enabled:
+        detected = stage(train_small_object_detector)(
+            cfg.detector, data, cfg.heldout_fold, trained, tracking, work
+        )
+        heldout = stage(score_heldout)(trained.checkpoint, data, cfg.heldout_fold, work)
+        fused = stage(fuse_detector_evidence)(
+            cfg.detector, heldout, detected, data, trained, tracking, work
+        )
+        scores, detector = fused.predictions, (cfg.detector, detected, fused)
     calibrated = stage(calibrate_thresholds)(
-        cfg.calibrate, trained.checkpoint, data, cfg.heldout_fold, work
+        cfg.calibrate, trained.checkpoint, data, cfg.heldout_fold, work, predictions=scores
     )
-    bundle = stage(package_bundle)(trained.checkpoint, calibrated, data, work)
+    bundle = stage(package_bundle)(trained.checkpoint, calibrated, data, work, detector=detector)
     metrics = stage(log_evaluation)(calibrated, trained, data, tracking)
     registered = stage(register_bundle)(bundle, trained, tracking)
     if cfg.promotion.enabled:

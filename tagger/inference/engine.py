@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from tagger.bundle.model_bundle import Bundle, Preprocessing, preprocessing_of
+from tagger.detect.runtime import DetectorRuntime
 from tagger.inference.decoding import Decoded, crashed_decode, decode_input, timed_out_decode
 from tagger.inference.options import InputItem, PredictOptions, WorkerKind
 from tagger.inference.records import PredictionRecord, TagPrediction
@@ -112,6 +113,21 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def create_detector_runtime(bundle: Bundle, options: PredictOptions) -> DetectorRuntime | None:
+    """The bundle's detector and fusion (run in torch whatever the classifier backend), or None
+    for a bundle without a detector."""
+    if bundle.detector is None or bundle.detector_weights is None:
+        return None
+    device = resolve_device(options.device) if options.backend == "torch" else "cpu"
+    return DetectorRuntime(
+        bundle.detector,
+        bundle.detector_weights,
+        bundle.taxonomy.tag_ids,
+        gate=options.detector,
+        device=device,
+    )
+
+
 def create_backend(bundle: Bundle, options: PredictOptions) -> Backend:
     """The inference backend the options name ("torch" or "onnx")."""
     prep = preprocessing_of(bundle)
@@ -141,14 +157,26 @@ class Predictor:
         self.selector = TagSelector(bundle.taxonomy, bundle.thresholds, options)
         self.backend = create_backend(bundle, options)
         self.decode_fn = create_decode_fn(bundle, options)
+        self.detector = create_detector_runtime(bundle, options)
 
     def predict_decoded(self, batch: Sequence[Decoded]) -> list[PredictionRecord]:
-        """Records for decoded inputs, in order; one backend call for the successes."""
+        """Records for decoded inputs, in order; one backend call for the successes (then the
+        bundle's detector fusion, when it has one, on the images its gate picks)."""
         ok = [(i, d.pixels) for i, d in enumerate(batch) if d.pixels is not None]
         tags: dict[int, tuple[TagPrediction, ...]] = {}
         if ok:
             probs = self.backend(np.stack([pixels for _, pixels in ok]))
-            tags = dict(zip([i for i, _ in ok], self.selector(probs), strict=True))
+            if self.detector is None:
+                selected = self.selector(probs)
+            else:
+                fused = self.detector(probs, [batch[i].item.path for i, _ in ok])
+                selected = self.selector(
+                    fused.probs,
+                    classifier_probs=probs,
+                    detector_cells=fused.detector_cells,
+                    detections=fused.detections,
+                )
+            tags = dict(zip([i for i, _ in ok], selected, strict=True))
         return [
             PredictionRecord(
                 image_id=d.item.image_id,

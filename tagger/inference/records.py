@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Literal, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-Evidence = Literal["classifier", "detector", "parent"]
+Evidence = Literal["classifier", "detector", "fused", "parent"]
 OutputFormat = Literal["jsonl", "parquet", "csv"]
 OUTPUT_FORMATS: dict[str, OutputFormat] = {
     ".jsonl": "jsonl",
@@ -48,6 +48,15 @@ BOX_TYPE = pa.struct(
         ("score", pa.float64()),
     ]
 )
+INSTANCE_TYPE = pa.struct(
+    [
+        ("xmin", pa.float64()),
+        ("ymin", pa.float64()),
+        ("xmax", pa.float64()),
+        ("ymax", pa.float64()),
+        ("confidence", pa.float64()),
+    ]
+)
 TAG_TYPE = pa.struct(
     [
         ("id", pa.string()),
@@ -57,6 +66,7 @@ TAG_TYPE = pa.struct(
         ("parents", pa.list_(pa.string())),
         ("evidence", pa.string()),
         ("boxes", pa.list_(BOX_TYPE)),
+        ("instances", pa.list_(INSTANCE_TYPE)),
     ]
 )
 ERROR_TYPE = pa.struct([("code", pa.string()), ("message", pa.string())])
@@ -85,12 +95,27 @@ class Box:
 
 
 @dataclass(frozen=True)
+class Instance:
+    """One detected object of a tag: its box in pixels of the original image as displayed
+    (after EXIF orientation; x right, y down) and the detector's confidence in 0..1."""
+
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+    confidence: float
+
+
+@dataclass(frozen=True)
 class TagPrediction:
     """One tag of one image: display `name` in the requested language, `score` in 0..1.
 
-    evidence: "classifier" (the tag's own score passed its threshold), "detector" (a detector
-    box), or "parent" (implied by a predicted child tag; its score is the best of its own and
-    its children's). parents: ancestor tag ids, nearest first.
+    evidence: "classifier" (the tag's own score passed its threshold), "fused" (the score
+    fuses the classifier with detector evidence, `tagger.detect.fusion`), "detector" (fused, and
+    the classifier alone would not have passed: the detector found it), or "parent" (implied by
+    a predicted child tag; its score is the best of its own and its children's). parents:
+    ancestor tag ids, nearest first. boxes: detector boxes normalised to 0..1; instances: the
+    same boxes in original-image pixels with their confidence (empty without a detector).
     """
 
     id: str
@@ -100,6 +125,7 @@ class TagPrediction:
     parents: tuple[str, ...] = ()
     evidence: Evidence = "classifier"
     boxes: tuple[Box, ...] = ()
+    instances: tuple[Instance, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -168,6 +194,11 @@ def _tag_to_dict(tag: TagPrediction) -> dict[str, Any]:
             {"xmin": b.xmin, "ymin": b.ymin, "xmax": b.xmax, "ymax": b.ymax, "score": b.score}
             for b in tag.boxes
         ],
+        "instances": [
+            {"xmin": i.xmin, "ymin": i.ymin, "xmax": i.xmax, "ymax": i.ymax,
+             "confidence": i.confidence}
+            for i in tag.instances
+        ],  # fmt: skip
     }
 
 
@@ -182,6 +213,10 @@ def _tag_from_dict(data: dict[str, Any]) -> TagPrediction:
         boxes=tuple(
             Box(*(float(b[k]) for k in ("xmin", "ymin", "xmax", "ymax", "score")))
             for b in data.get("boxes") or ()
+        ),
+        instances=tuple(
+            Instance(*(float(i[k]) for k in ("xmin", "ymin", "xmax", "ymax", "confidence")))
+            for i in data.get("instances") or ()
         ),
     )
 
