@@ -212,7 +212,7 @@ def train_ssd(
     torch.manual_seed(train.seed)
     step = 0
     for batch in training_batches(images, train, generator):
-        tensors = [torch.from_numpy(np.ascontiguousarray(p)).permute(2, 0, 1).float().div_(255.0).to(device)
+        tensors = [torch.from_numpy(np.array(p)).permute(2, 0, 1).float().div_(255.0).to(device)
                    for p in batch.pixels]  # fmt: skip
         batch_targets = [
             {
