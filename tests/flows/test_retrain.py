@@ -110,7 +110,7 @@ def test_the_shipped_configs_load() -> None:
     ("data", "message"),
     [
         ({"demo": {}, "cleaning": {"enabled": True}}, "cleaning.enabled: .*cleaning stage is not"),
-        ({"demo": {}, "detector": {"enabled": True}}, "detector-fusion stage is not available"),
+        ({"demo": {}, "detector": {"architecture": "resnet50"}}, "resnet50' is not an SSD"),
         ({"demo": {}, "priors": {"enabled": True}}, "priors stage is not available"),
         ({}, "exactly one of `demo`"),
         ({"demo": {}, "train": {"data": {"val_fold": None}}}, "val_fold: null is not allowed"),
