@@ -98,14 +98,19 @@ def run_backend(backend: str, manifest, taxonomy, held, probs, args) -> str:  # 
         score = np.isin(folds, score_half)
         model = fit_fusion(features[fit], y[fit][:, cols], known[fit][:, cols], tags,
                            groups=folds[fit], min_positives=5, gate="always")  # fmt: skip
-        out, _ = apply_fusion(model, probs[score], features[score], np.ones(score.sum(), bool), cols)
+        out, _ = apply_fusion(
+            model, probs[score], features[score], np.ones(score.sum(), bool), cols
+        )
         fused[score] = out
     ap_cls = average_precision(probs[:, cols], y[:, cols], known[:, cols])
     ap_fused = average_precision(fused[:, cols], y[:, cols], known[:, cols])
     positives = ((y[:, cols] > 0) & known[:, cols]).sum(axis=0)
     print(f"\nbackend {backend}: detector trained {args.steps} steps at {args.det_size} px, "
           f"{time.perf_counter() - start:.0f} s")  # fmt: skip
-    print(f"{'tag':16s} {'held pos':>8s} {'AP50 det':>8s} {'AP cls':>7s} {'AP fused':>8s} {'gain':>7s}")
+    print(
+        f"{'tag':16s} {'held pos':>8s} {'AP50 det':>8s} {'AP cls':>7s} {'AP fused':>8s} "
+        f"{'gain':>7s}"
+    )
     gains, lower = [], 0
     for j, tag in enumerate(tags):
         if positives[j] < MIN_HELD_POSITIVES:
@@ -137,7 +142,9 @@ def main() -> None:
     held = manifest[~manifest["fold"].isin(TRAIN_FOLDS)].reset_index(drop=True)
     print(f"{len(manifest)} images, {len(held)} held out (folds 6-9)", flush=True)
     probs = classifier_probs(manifest, taxonomy, held, args.work, args.epochs)
-    lines = [run_backend(b, manifest, taxonomy, held, probs, args) for b in args.backends.split(",")]
+    lines = [
+        run_backend(b, manifest, taxonomy, held, probs, args) for b in args.backends.split(",")
+    ]
     for line in lines:
         print(line)
 

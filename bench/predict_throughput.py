@@ -290,6 +290,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.fusion:
             for gate in ("never", "gated", "always"):
                 ours_options[f"fusion {gate}"] = {"device": args.device, "detector": gate}
+
         def bundle_for(name: str) -> Bundle:
             return fused_bundle if name.startswith("fusion") and fused_bundle else bundle
 

@@ -31,8 +31,13 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.caching import persisted, stage_dir
 from flows.config import RetrainConfig, load_retrain_config, with_overrides
-from flows.detect import Detected, Fused, fuse_detector_evidence, score_heldout
-from flows.detect import train_small_object_detector
+from flows.detect import (
+    Detected,
+    Fused,
+    fuse_detector_evidence,
+    score_heldout,
+    train_small_object_detector,
+)
 from flows.stages import (
     Assembled,
     Calibrated,

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
-from tagger.detect.detections import DetectorConfig, Detector
+from tagger.detect.detections import Detector, DetectorConfig
 from tagger.detect.targets import BoxTargets
 from tagger.detect.weights import read_state_dict
 

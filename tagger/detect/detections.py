@@ -40,7 +40,11 @@ class Detections:
     @classmethod
     def empty(cls, width: int, height: int) -> Detections:
         return cls(
-            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), width, height
+            np.zeros((0, 4), np.float32),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.int64),
+            width,
+            height,
         )
 
     def __len__(self) -> int:

@@ -85,5 +85,7 @@ def draw_detections(
         if score < min_score:
             continue
         draw.rectangle(tuple(float(v) for v in box), outline=(255, 0, 0), width=2)
-        draw.text((float(box[0]) + 2, float(box[1]) + 1), f"{names[tag]} {score:.2f}", fill=(255, 0, 0))
+        draw.text(
+            (float(box[0]) + 2, float(box[1]) + 1), f"{names[tag]} {score:.2f}", fill=(255, 0, 0)
+        )
     return out

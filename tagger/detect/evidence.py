@@ -17,9 +17,7 @@ COUNT_SCORE = 0.25  # a box counts (and its area) from this confidence on
 LOGIT_EPS = 1e-6
 
 
-def detect_image(
-    detector: Detector, image: Image.Image, tiling: TilingConfig
-) -> Detections:
+def detect_image(detector: Detector, image: Image.Image, tiling: TilingConfig) -> Detections:
     """Boxes of one decoded image in its own pixels; slices it when tiling is on and the
     image's longer side exceeds `tiling.min_image_side`."""
     if not tiling.enabled or max(image.size) <= tiling.min_image_side:
@@ -31,7 +29,9 @@ def detect_image(
     return merge_tiles(parts, offsets, image.width, image.height, tiling.nms_iou)
 
 
-def decode_for_detector(path: str, image_size: int, tiling: TilingConfig) -> tuple[Image.Image, int, int]:
+def decode_for_detector(
+    path: str, image_size: int, tiling: TilingConfig
+) -> tuple[Image.Image, int, int]:
     """The image as displayed, reduced so its shorter side is about the detector's input (or
     `tiling.decode_side` when tiling), and its full displayed width and height."""
     side = tiling.decode_side if tiling.enabled else image_size
@@ -58,7 +58,7 @@ def detect_paths(
 
 
 def evidence_features(
-    probs: np.ndarray, detections: Sequence[Detections | None], columns: Sequence[int]
+    probs: np.ndarray, detections: Sequence[Detections | None], columns: Sequence[int] | np.ndarray
 ) -> np.ndarray:
     """Fusion features float32 `[N, len(columns), 4]` (see FEATURES) for taxonomy columns.
 

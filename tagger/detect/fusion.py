@@ -95,17 +95,25 @@ class FusionModel:
     def from_dict(cls, data: dict[str, Any]) -> FusionModel:
         if list(data.get("features", [])) != list(FEATURES):
             raise ValueError(
-                f"fusion features {data.get('features')} differ from this version's {list(FEATURES)}"
+                f"fusion features {data.get('features')} differ from this version's "
+                f"{list(FEATURES)}"
             )
         tags = []
         for t in data["tags"]:
-            t = {k: (float("nan") if v is None and k.startswith("ap_") else v) for k, v in t.items()}
+            t = {
+                k: (float("nan") if v is None and k.startswith("ap_") else v) for k, v in t.items()
+            }
             for key in ("fused", "base"):
                 if t[key] is not None:
-                    t[key] = LinearScore(**{k: (tuple(v) if isinstance(v, list) else v)
-                                            for k, v in t[key].items()})  # fmt: skip
+                    raw = t[key]
+                    t[key] = LinearScore(
+                        tuple(raw["mean"]), tuple(raw["scale"]), tuple(raw["coef"]),
+                        float(raw["intercept"]),
+                    )  # fmt: skip
             tags.append(TagFusion(**t))
-        return cls(tuple(tags), data.get("gate", "gated"), tuple(data["features"]), data.get("extra", {}))
+        return cls(
+            tuple(tags), data.get("gate", "gated"), tuple(data["features"]), data.get("extra", {})
+        )
 
     def report(self) -> pd.DataFrame:
         """One row per tag: mode, reason, support, held-out AP (classifier / fused / gated),
@@ -226,7 +234,9 @@ def fit_fusion(
             continue
         lo, hi, share, ap_gated = (0.0, 1.0, 1.0, ap_fused)
         if gate == "gated":
-            lo, hi, share, ap_gated = _choose_band(p, y, fused_cv, base_cv, ap_cls, ap_fused, keep_gain)
+            lo, hi, share, ap_gated = _choose_band(
+                p, y, fused_cv, base_cv, ap_cls, ap_fused, keep_gain
+            )
         out.append(TagFusion(tag, "fused", "fusion beats the classifier on left-out held-out data",
                              pos, neg, ap_cls, ap_fused, ap_gated, lo, hi, share,
                              _fit_score(x, y), _fit_score(x[:, :1], y)))  # fmt: skip

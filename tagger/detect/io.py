@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from safetensors.torch import save_file
 
 from tagger.detect.backends import load_detector
-from tagger.detect.detections import DetectorConfig, Detections, Detector
+from tagger.detect.detections import Detections, Detector, DetectorConfig
 from tagger.detect.weights import read_state_dict
 
 DETECTIONS_FORMAT = "album-tagger-detections"
@@ -55,11 +55,15 @@ def write_detections(
             "decoded": pa.array(ok),
             "width": pa.array([d.width if d else 0 for d in detections], pa.int32()),
             "height": pa.array([d.height if d else 0 for d in detections], pa.int32()),
-            "boxes": pa.array([d.boxes.ravel().tolist() if d else [] for d in detections],
-                              pa.list_(pa.float32())),  # fmt: skip
-            "scores": pa.array([d.scores.tolist() if d else [] for d in detections],
-                               pa.list_(pa.float32())),  # fmt: skip
-            "tags": pa.array([d.tags.tolist() if d else [] for d in detections], pa.list_(pa.int64())),
+            "boxes": pa.array(
+                [d.boxes.ravel().tolist() if d else [] for d in detections], pa.list_(pa.float32())
+            ),
+            "scores": pa.array(
+                [d.scores.tolist() if d else [] for d in detections], pa.list_(pa.float32())
+            ),
+            "tags": pa.array(
+                [d.tags.tolist() if d else [] for d in detections], pa.list_(pa.int64())
+            ),
         }
     ).replace_schema_metadata({"tagger": json.dumps({"format": DETECTIONS_FORMAT})})
     path.parent.mkdir(parents=True, exist_ok=True)

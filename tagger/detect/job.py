@@ -29,7 +29,12 @@ from tagger.detect.evidence import detect_paths, evidence_features
 from tagger.detect.fusion import FusionModel, apply_fusion, fit_fusion, gate_mask
 from tagger.detect.io import read_detections, write_detections, write_detector
 from tagger.detect.targets import box_targets, detector_tags
-from tagger.train.predictions import Predictions, align_predictions, read_predictions, write_predictions
+from tagger.train.predictions import (
+    Predictions,
+    align_predictions,
+    read_predictions,
+    write_predictions,
+)
 
 SAMPLES = 6
 WEIGHTS_FILE = "detector.safetensors"
@@ -69,7 +74,9 @@ def run_detect_job(
 
     detector = train_detector(targets.subset(~heldout), taxonomy.tag_ids, config, on_step=step)
     output_dir.mkdir(parents=True, exist_ok=True)
-    weights, arch = write_detector(detector, output_dir / WEIGHTS_FILE, output_dir / ARCHITECTURE_FILE)
+    weights, arch = write_detector(
+        detector, output_dir / WEIGHTS_FILE, output_dir / ARCHITECTURE_FILE
+    )
     held = targets.subset(heldout)
     found = detect_paths(detector, held.paths, config.image_size, config.tiling)
     detections = write_detections(held.image_ids, found, output_dir / "heldout_detections.parquet")
@@ -85,7 +92,7 @@ def run_detect_job(
     return DetectOutputs(weights, arch, detections, tags, metrics, samples)
 
 
-def _draw_samples(paths, found, held, taxonomy: Taxonomy, out: Path) -> list[Path]:  # type: ignore[no-untyped-def]
+def _draw_samples(paths, found, held, taxonomy: Taxonomy, out: Path) -> list[Path]:
     """The held-out images with the most true boxes, detections drawn (original pixels)."""
     order = np.argsort([-len(b) for b in held.boxes], kind="stable")[:SAMPLES]
     out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +168,8 @@ def run_fuse_job(
     missing = [i for i in pred.image_ids if i not in by_id]
     if missing:
         raise ValueError(
-            f"{detections_path}: no detections for {len(missing)} predicted images, e.g. {missing[:3]}"
+            f"{detections_path}: no detections for {len(missing)} predicted images, "
+            f"e.g. {missing[:3]}"
         )
     detections = [by_id[i] for i in pred.image_ids]
     manifest = read_manifest(manifest_path)

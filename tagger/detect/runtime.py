@@ -16,7 +16,7 @@ from torch import Tensor
 
 from tagger.data.images import ImageError
 from tagger.detect.backends import load_detector
-from tagger.detect.detections import DetectorConfig, Detections, Detector
+from tagger.detect.detections import Detections, Detector, DetectorConfig
 from tagger.detect.evidence import decode_for_detector, detect_image, evidence_features
 from tagger.detect.fusion import FusionModel, GateMode, apply_fusion, gate_mask
 
@@ -75,7 +75,7 @@ class DetectorRuntime:
         for i in np.flatnonzero(run):
             try:
                 image, width, height = decode_for_detector(
-                    paths[i], self.config.image_size, self.config.tiling
+                    paths[int(i)], self.config.image_size, self.config.tiling
                 )
             except ImageError:
                 run[i] = False

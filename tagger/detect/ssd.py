@@ -10,6 +10,8 @@ a class down on an image whose source does not speak about it.
 
 from __future__ import annotations
 
+import itertools
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -17,16 +19,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch import Tensor
-from collections import OrderedDict
-
-from torch import nn
+from torch import Tensor, nn
 from torchvision.models.detection import ssd300_vgg16, ssdlite320_mobilenet_v3_large
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD, SSDHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from tagger.detect.detections import Backend, DetectorConfig, Detections
+from tagger.detect.detections import Backend, Detections, DetectorConfig
 from tagger.detect.targets import BoxTargets
 from tagger.detect.training_data import TrainingImages, training_batches
 
@@ -59,7 +58,7 @@ class TinyBackbone(nn.Module):
             nn.BatchNorm2d(c[0]),
             nn.ReLU(inplace=True),
         )
-        self.stages = nn.ModuleList(stage(a, b) for a, b in zip(c[:-1], c[1:], strict=True))
+        self.stages = nn.ModuleList(stage(a, b) for a, b in itertools.pairwise(c))
         self.out_channels = list(c[1:])
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
@@ -126,7 +125,7 @@ def create_ssd(architecture: str, num_classes: int, image_size: int) -> Coverage
         fixed_size=(image_size, image_size),
     )
     model.__class__ = CoverageSSD
-    return model  # type: ignore[return-value]
+    return model
 
 
 class SSDDetector:
@@ -210,8 +209,7 @@ def train_ssd(
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     generator = np.random.default_rng(train.seed)
     torch.manual_seed(train.seed)
-    step = 0
-    for batch in training_batches(images, train, generator):
+    for step, batch in enumerate(training_batches(images, train, generator), start=1):
         tensors = [torch.from_numpy(np.array(p)).permute(2, 0, 1).float().div_(255.0).to(device)
                    for p in batch.pixels]  # fmt: skip
         batch_targets = [
@@ -225,11 +223,10 @@ def train_ssd(
         losses = model(tensors, batch_targets)
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[union-attr]
+        loss.backward()
         optimizer.step()
-        step += 1
         if on_step is not None:
-            on_step(step, float(loss.detach()))  # type: ignore[union-attr]
+            on_step(step, float(loss.detach()))
     return SSDDetector(model.cpu(), targets.tag_ids, taxonomy_tag_ids, config)
 
 
@@ -247,6 +244,9 @@ def load_ssd(
     )
     model.load_state_dict(state)
     cfg = config.model_copy(
-        update={"architecture": architecture["architecture"], "image_size": architecture["image_size"]}
+        update={
+            "architecture": architecture["architecture"],
+            "image_size": architecture["image_size"],
+        }
     )
     return SSDDetector(model, tuple(architecture["tag_ids"]), taxonomy_tag_ids, cfg)

@@ -18,12 +18,14 @@ def _starts(length: int, tile: int, step: int) -> list[int]:
     return starts
 
 
-def tile_windows(width: int, height: int, tile: int, overlap: float) -> list[tuple[int, int, int, int]]:
+def tile_windows(
+    width: int, height: int, tile: int, overlap: float
+) -> list[tuple[int, int, int, int]]:
     """Slices (left, top, right, bottom) of `tile` pixels (clipped to the image) covering it,
     neighbours overlapping by `overlap` of a tile, row by row."""
     if tile < 1 or not 0.0 <= overlap < 1.0:
         raise ValueError(f"tile must be >= 1 and overlap in [0, 1), got {tile}, {overlap}")
-    step = max(1, int(round(tile * (1.0 - overlap))))
+    step = max(1, round(tile * (1.0 - overlap)))
     return [
         (x, y, min(x + tile, width), min(y + tile, height))
         for y in _starts(height, tile, step)

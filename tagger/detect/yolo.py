@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from tagger.detect.detections import Backend, DetectorConfig, Detections
+from tagger.detect.detections import Backend, Detections, DetectorConfig
 from tagger.detect.targets import BoxTargets
 from tagger.detect.training_data import TrainingImages, training_batches
 from tagger.detect.weights import read_state_dict
@@ -61,7 +61,7 @@ def create_yolo(model_yaml: str, num_classes: int) -> nn.Module:
     from ultralytics.nn.tasks import DetectionModel
 
     model = DetectionModel(cfg=model_yaml, nc=num_classes, verbose=False)
-    model.args = get_cfg(DEFAULT_CFG)  # the loss gains (box, cls, dfl) its criterion reads
+    model.args = get_cfg(DEFAULT_CFG)  # type: ignore[assignment]  # the loss gains (box, cls, dfl) its criterion reads
     return model
 
 
@@ -151,7 +151,9 @@ class YoloDetector:
 
 def _square_tensor(image: Image.Image, size: int) -> Tensor:
     square = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-    return torch.from_numpy(np.asarray(square, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
+    return (
+        torch.from_numpy(np.asarray(square, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
+    )
 
 
 def train_yolo(
@@ -181,8 +183,7 @@ def train_yolo(
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     rng = np.random.default_rng(train.seed)
     torch.manual_seed(train.seed)
-    step = 0
-    for batch in training_batches(images, train, rng):
+    for step, batch in enumerate(training_batches(images, train, rng), start=1):
         pixels = np.stack([np.ascontiguousarray(p) for p in batch.pixels])
         img = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0).to(device)
         counts = [len(c) for c in batch.classes]
@@ -193,17 +194,18 @@ def train_yolo(
         ).astype(np.float32)  # fmt: skip
         labels = {
             "img": img,
-            "batch_idx": torch.from_numpy(np.repeat(np.arange(len(counts)), counts)).float().to(device),
+            "batch_idx": torch.from_numpy(np.repeat(np.arange(len(counts)), counts))
+            .float()
+            .to(device),
             "cls": torch.from_numpy(np.concatenate(batch.classes)).float().view(-1, 1).to(device),
             "bboxes": torch.from_numpy(xywh).to(device),
         }
-        loss, _ = model.loss(labels)
+        loss, _ = model.loss(labels)  # type: ignore[operator]
         loss = loss.sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         optimizer.step()
-        step += 1
         if on_step is not None:
             on_step(step, float(loss.detach()))
     return YoloDetector(model.cpu(), targets.tag_ids, taxonomy_tag_ids, config)
@@ -219,6 +221,9 @@ def load_yolo(
     model = create_yolo(str(architecture["architecture"]), int(architecture["num_classes"]))
     model.load_state_dict(state)
     cfg = config.model_copy(
-        update={"yolo_model": architecture["architecture"], "image_size": architecture["image_size"]}
+        update={
+            "yolo_model": architecture["architecture"],
+            "image_size": architecture["image_size"],
+        }
     )
     return YoloDetector(model, tuple(architecture["tag_ids"]), taxonomy_tag_ids, cfg)

@@ -195,10 +195,15 @@ def _tag_to_dict(tag: TagPrediction) -> dict[str, Any]:
             for b in tag.boxes
         ],
         "instances": [
-            {"xmin": i.xmin, "ymin": i.ymin, "xmax": i.xmax, "ymax": i.ymax,
-             "confidence": i.confidence}
+            {
+                "xmin": i.xmin,
+                "ymin": i.ymin,
+                "xmax": i.xmax,
+                "ymax": i.ymax,
+                "confidence": i.confidence,
+            }
             for i in tag.instances
-        ],  # fmt: skip
+        ],
     }
 
 

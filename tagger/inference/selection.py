@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
-
-from collections.abc import Sequence
 
 from label_system.taxonomy import Taxonomy
 from tagger.detect.detections import Detections
 from tagger.detect.evidence import COUNT_SCORE
 from tagger.inference.options import PredictOptions
-from tagger.inference.records import Box, Instance, TagPrediction
+from tagger.inference.records import Box, Evidence, Instance, TagPrediction
 
 _CLASSIFIER, _PARENT = 0, 1  # evidence ranks: at equal scores the classifier's tag sorts first
 
@@ -94,7 +93,7 @@ class TagSelector:
         i = self.index[tag.id]
         if tag.evidence == "parent" or not cells[i]:
             return tag
-        evidence = "fused" if own[i] >= self.cut[i] else "detector"
+        evidence: Evidence = "fused" if own[i] >= self.cut[i] else "detector"
         if det is None:
             return replace(tag, evidence=evidence)
         mine = (det.tags == i) & (det.scores >= COUNT_SCORE)

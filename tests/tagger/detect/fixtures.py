@@ -25,7 +25,9 @@ def red_square_image(
     return Image.fromarray(pixels)
 
 
-def write_detection_manifest(root: Path, n: int = 12, size: int = 64, seed: int = 0) -> pd.DataFrame:
+def write_detection_manifest(
+    root: Path, n: int = 12, size: int = 64, seed: int = 0
+) -> pd.DataFrame:
     """`n` images, two thirds with one red square ("dog", boxed, known), the rest known
     negatives for dog; folds 0..2 round robin; "cat" is unknown everywhere."""
     rng = np.random.default_rng(seed)

@@ -46,7 +46,8 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    "backend", ["ssd", pytest.param("yolo", marks=pytest.mark.slow)]  # yolo: ~40-90 s on 2 cores
+    "backend",
+    ["ssd", pytest.param("yolo", marks=pytest.mark.slow)],  # yolo: ~40-90 s on 2 cores
 )
 def test_train_and_detect_offline_writing_nothing_in_cwd(
     backend: str, offline: Path, tmp_path: Path
@@ -109,6 +110,6 @@ def test_pickled_weights_need_trust(tmp_path: Path) -> None:
 def test_bad_config_names_what_is_allowed() -> None:
     with pytest.raises(ValueError, match="ssd_tiny"):
         DetectorConfig(backend="ssd", architecture="resnet50")
-    with pytest.raises(ValueError, match="yolo11n.yaml"):
+    with pytest.raises(ValueError, match=r"yolo11n\.yaml"):
         DetectorConfig(backend="yolo", yolo_model="yolo11n.pt")
     assert os.environ.get("YOLO_OFFLINE", "true") == "true"

@@ -16,7 +16,6 @@ from tagger.detect.fusion import FusionModel, LinearScore, TagFusion
 from tagger.detect.io import write_detector
 from tagger.detect.job import run_detect_job, run_fuse_job
 from tagger.detect.runtime import bundle_detector_settings
-from tagger.inference.options import PredictOptions
 from tagger.inference.records import read_records
 from tagger.train.predictions import Predictions, read_predictions, write_predictions
 from tests.tagger.bundle_fixtures import make_bundle, tiny_taxonomy
@@ -66,10 +65,10 @@ def _bundle_with_detector(tmp_path: Path) -> Path:
         "always",
     )  # fmt: skip
     settings = bundle_detector_settings(detector.architecture(), config, fusion)
-    bundle = replace(make_bundle(), detector=settings,
-                     detector_weights={k: v.clone() for k, v in detector.state_dict().items()})  # fmt: skip
-    assert torch.equal(bundle.detector_weights["head.classification_head.module_list.0.bias"],  # type: ignore[index]
-                       detector.state_dict()["head.classification_head.module_list.0.bias"])  # fmt: skip
+    state = {k: v.clone() for k, v in detector.state_dict().items()}
+    bundle = replace(make_bundle(), detector=settings, detector_weights=state)
+    key = "head.classification_head.module_list.0.bias"
+    assert torch.equal(state[key], detector.state_dict()[key])
     del weights, arch
     return save_bundle(bundle, tmp_path / "bundle")
 
@@ -102,8 +101,8 @@ def test_bundle_round_trip_keeps_the_detector_and_refuses_pickles(tmp_path: Path
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet", ".csv"])
 def test_predict_records_carry_evidence_and_pixel_instances(tmp_path: Path, suffix: str) -> None:
     import tagger
-    from tagger.inference.api import write_predictions
     from tagger.detect import runtime
+    from tagger.inference.api import write_predictions
 
     path = _bundle_with_detector(tmp_path)
     images = tmp_path / "images"
@@ -125,7 +124,9 @@ def test_predict_records_carry_evidence_and_pixel_instances(tmp_path: Path, suff
     dog = [t for t in records[str(images / "with.png")].tags if t.id == "dog"]
     assert dog and dog[0].evidence in ("fused", "detector")
     (inst,) = dog[0].instances
-    np.testing.assert_allclose([inst.xmin, inst.ymin, inst.xmax, inst.ymax], [150, 20, 180, 50], atol=3)
+    np.testing.assert_allclose(
+        [inst.xmin, inst.ymin, inst.xmax, inst.ymax], [150, 20, 180, 50], atol=3
+    )
     assert inst.confidence == pytest.approx(0.9)
     assert not [t for t in records[str(images / "without.png")].tags if t.id == "dog"]
     back = {r.image_id: r for r in read_records(out)}
