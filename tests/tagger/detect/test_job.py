@@ -129,6 +129,16 @@ def test_predict_records_carry_evidence_and_pixel_instances(tmp_path: Path, suff
     )
     assert inst.confidence == pytest.approx(0.9)
     assert not [t for t in records[str(images / "without.png")].tags if t.id == "dog"]
+    if suffix == ".jsonl":  # the ONNX backend (classifier) gives the same records
+        runtime.load_detector = lambda *a, **k: RedDetector(tax)  # type: ignore[assignment]
+        try:
+            onnx = {r.image_id: r for r in tagger.predict(images, model=path, backend="onnx",
+                                                          **options)}  # fmt: skip
+        finally:
+            runtime.load_detector = original
+        for key, record in records.items():
+            mine = [(t.id, t.evidence, t.instances) for t in record.tags]
+            assert mine == [(t.id, t.evidence, t.instances) for t in onnx[key].tags]
     back = {r.image_id: r for r in read_records(out)}
     # every format round-trips the instances and evidence (scores are written rounded)
     assert {k: r.to_dict() for k, r in back.items()} == {k: r.to_dict() for k, r in records.items()}
