@@ -16,9 +16,17 @@ is a job of a few hundred photos and start-up is paid once, as in a real job):
 
 Ratios are medians of same-round ratios, so a busy neighbour slows both sides alike.
 
+- fusion variants (--fusion): the same bundle plus a small-object detector (SSDlite320, 20
+  tags) and per-tag fusion, with the detector off / gated / always; `fusion_gated_vs_off` is
+  the median same-round ratio of gated to off images/s. The album photos are unlabelled, so
+  `fusion_gain_kept` (share of the "always" AP gain the gate keeps) is the fusion model's own
+  held-out figure, fitted on synthetic held-out evidence (informative detector, noisy
+  classifier), and the gate bands it learned there decide which album photos run the detector.
+
 Usage: python bench/predict_throughput.py [DATA_DIR] [--passes 10] [--rounds 5] [--variants]
-       [--device cuda] [--no-heap-reuse]
+       [--fusion] [--device cuda] [--no-heap-reuse]
 Last line: RESULT predict_throughput images_per_s=<n> vs_limit=<x> vs_plain=<x>
+  [fusion_gated_vs_off=<x> fusion_gain_kept=<x>]
 """
 
 from __future__ import annotations
@@ -91,6 +99,43 @@ def make_bundle(folder: Path) -> Bundle:
     bundle = create_bundle(model, cfg, taxonomy, calibration)
     save_bundle(bundle, folder / "bundle")
     return load_bundle(folder / "bundle")
+
+
+FUSION_TAGS = 20
+
+
+def fusion_bundle(bundle: Bundle, folder: Path) -> tuple[Bundle, float]:
+    """`bundle` plus an untrained SSDlite320 over its first FUSION_TAGS tags and a fusion
+    fitted (gate "gated") on synthetic held-out evidence; and the share of the fused tags'
+    held-out AP gain the gate keeps (mean over fused tags)."""
+    from dataclasses import replace
+
+    from tagger.detect.detections import DetectorConfig
+    from tagger.detect.fusion import fit_fusion
+    from tagger.detect.runtime import bundle_detector_settings
+    from tagger.detect.ssd import SSDDetector, create_ssd
+
+    tags = bundle.tag_ids[:FUSION_TAGS]
+    config = DetectorConfig(enabled=True, tags=tags)
+    torch.manual_seed(0)
+    detector = SSDDetector(create_ssd(config.architecture, len(tags) + 1, config.image_size),
+                           tags, bundle.tag_ids, config)  # fmt: skip
+    rng = np.random.default_rng(0)
+    n = 2000
+    y = (rng.random((n, len(tags))) < 0.2).astype(np.float32)
+    # classifier probabilities spread like the untrained model's on the photos (~0.3-0.7)
+    p = np.clip(0.5 + 0.08 * y + rng.normal(0, 0.06, y.shape), 0.01, 0.99)
+    conf = np.clip(0.6 * y + rng.normal(0.15, 0.15, y.shape), 0, 1)
+    features = np.stack([np.log(p / (1 - p)), conf, np.log1p(conf > 0.25),
+                         np.where(conf > 0.25, 0.02, 0.0)], axis=2).astype(np.float32)  # fmt: skip
+    fusion = fit_fusion(features, y, np.ones_like(y, bool), tags, gate="gated", keep_gain=0.9)
+    fused = [t for t in fusion.tags if t.mode == "fused"]
+    kept = float(np.mean([(t.ap_gated - t.ap_classifier) / (t.ap_fused - t.ap_classifier)
+                          for t in fused])) if fused else float("nan")  # fmt: skip
+    settings = bundle_detector_settings(detector.architecture(), config, fusion)
+    with_detector = replace(bundle, detector=settings, detector_weights=detector.state_dict())
+    save_bundle(with_detector, folder / "bundle_fusion")
+    return load_bundle(folder / "bundle_fusion"), kept
 
 
 def time_limit(backend: Backend, n: int) -> float:
@@ -186,6 +231,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", action="store_true", help="also time worker variants")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument(
+        "--fusion", action="store_true", help="also time detector fusion off / gated / always"
+    )
+    parser.add_argument(
         "--no-heap-reuse", action="store_true", help="leave glibc's malloc at its defaults"
     )
     args = parser.parse_args(argv)
@@ -237,15 +285,24 @@ def main(argv: list[str] | None = None) -> None:
         for variant in variants:
             name = "variant " + " ".join(f"{k}={v}" for k, v in variant.items())
             ours_options[name] = {"device": args.device, **variant}
-        for options in ours_options.values():  # warm caches, the ONNX export, cuDNN once
-            time_ours(bundle, photos[:4], folder, **options)
+        fused_bundle, gain_kept = (fusion_bundle(bundle, folder) if args.fusion
+                                   else (None, float("nan")))  # fmt: skip
+        if args.fusion:
+            for gate in ("never", "gated", "always"):
+                ours_options[f"fusion {gate}"] = {"device": args.device, "detector": gate}
+
+        def bundle_for(name: str) -> Bundle:
+            return fused_bundle if name.startswith("fusion") and fused_bundle else bundle
+
+        for name, options in ours_options.items():  # warm caches, the ONNX export, cuDNN once
+            time_ours(bundle_for(name), photos[:4], folder, **options)
         for r in range(args.rounds):  # interleaved, so a noisy neighbour hits all alike
             print(f"round {r + 1}", flush=True)
             for name, options in ours_options.items():
                 backend = onnx_backend if options.get("backend") == "onnx" else torch_backend
                 limit: Callable[[], float] = functools.partial(time_limit, backend, len(paths))
                 before = limit()
-                run = time_ours(bundle, paths, folder, **options)
+                run = time_ours(bundle_for(name), paths, folder, **options)
                 after = limit()
                 runs_of_ours.setdefault(name, []).append(run)
                 record(name, run.images_per_s)
@@ -284,6 +341,12 @@ def main(argv: list[str] | None = None) -> None:
             f" onnx_images_per_s={median('ours onnx'):.2f} "
             f"onnx_vs_limit={ratio('ours onnx', 'ours onnx (limit)'):.2f} "
             f"onnx_vs_plain={ratio('ours onnx', 'plain'):.2f}"
+        )
+    if args.fusion:
+        extra += (
+            f" fusion_gated_vs_off={ratio('fusion gated', 'fusion never'):.2f}"
+            f" fusion_always_vs_off={ratio('fusion always', 'fusion never'):.2f}"
+            f" fusion_gain_kept={gain_kept:.2f}"
         )
     print(
         f"RESULT predict_throughput images_per_s={median('ours'):.2f} "

@@ -10,7 +10,7 @@
     mlflow: {tracking_uri: null}       # null: sqlite:///<work_dir>/mlflow.db
     cleaning: {enabled: true, pseudo: {top_k: 5}}   # label cleaning (flows/clean.py)
     priors: {enabled: true, rules: null, drop_harmful: false}  # rules: null = shipped priors.yaml
-    detector: {enabled: false}         # stages not available yet: they can only be off
+    detector: {enabled: true, backend: ssd}  # small-object detector fused into the tags
 
 `load_retrain_config(path, overrides)` takes dotted overrides ({"train.schedule.epochs": 2,
 "work_dir": "/tmp/w"}) as a deployment or a command line passes them; relative paths among
@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flows.crossfit import CrossFitStage
 from flows.tracking import TrackingConfig
@@ -32,6 +32,7 @@ from tagger.calibrate.thresholds import CalibrationConfig
 from tagger.clean.job import CleanConfig, resolve_clean_paths
 from tagger.data.assembly_job import AssemblyConfig
 from tagger.data.demo import DemoConfig
+from tagger.detect.detections import DetectorConfig
 from tagger.priors.job import PriorsConfig
 from tagger.train.crossfit import CrossFitConfig
 from tagger.train.training import TrainConfig, resolve_paths
@@ -39,26 +40,6 @@ from tagger.train.training import TrainConfig, resolve_paths
 
 class RetrainConfigError(ValueError):
     """A bad retrain config: names the file, the field, the value given and what is allowed."""
-
-
-class UnavailableStage(BaseModel):
-    """A pipeline stage this version does not have yet: it exists in the config so that the
-    switch is visible, and it can only be off."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    stage: ClassVar[str] = "stage"
-
-    enabled: bool = False
-
-    @field_validator("enabled")
-    @classmethod
-    def _only_off(cls, v: bool) -> bool:
-        if v:
-            raise ValueError(
-                f"the {cls.stage} stage is not available in this version of the pipeline; "
-                "allowed: enabled: false"
-            )
-        return v
 
 
 class CleaningStage(CleanConfig):
@@ -80,12 +61,6 @@ class CleaningStage(CleanConfig):
         return CleanConfig.model_validate(
             self.model_dump(exclude={"enabled", "crossfit", "manifest"})
         )
-
-
-class DetectorStage(UnavailableStage):
-    """Detector evidence fused with classifier scores: not available yet."""
-
-    stage: ClassVar[str] = "detector-fusion"
 
 
 class PromotionConfig(BaseModel):
@@ -117,7 +92,7 @@ class RetrainConfig(BaseModel):
     promotion: PromotionConfig = PromotionConfig()
     mlflow: TrackingConfig = TrackingConfig()
     cleaning: CleaningStage = CleaningStage()
-    detector: DetectorStage = DetectorStage()
+    detector: DetectorConfig = DetectorConfig()  # stage 4: detect + fuse (tagger.detect)
     priors: PriorsConfig = PriorsConfig()
 
     @model_validator(mode="after")

@@ -1,5 +1,5 @@
-"""Prefect flow `retrain`: assemble -> [crossfit] -> [clean] -> train -> [priors] ->
-calibrate -> bundle -> register -> promote.
+"""Prefect flow `retrain`: assemble -> [crossfit] -> [clean] -> train -> [detect -> fuse] ->
+[priors] -> calibrate -> bundle -> register -> promote.
 
     python -m flows.retrain flows/configs/retrain_demo.yaml [--set train.schedule.epochs=2]
     prefect deployment run 'retrain/retrain-manual'          # through deploy/prefect.yaml
@@ -41,6 +41,13 @@ from flows.caching import persisted, stage_dir
 from flows.clean import clean_for_training
 from flows.config import RetrainConfig, load_retrain_config, with_overrides
 from flows.crossfit import crossfit_predictions
+from flows.detect import (
+    Detected,
+    Fused,
+    fuse_detector_evidence,
+    score_heldout,
+    train_small_object_detector,
+)
 from flows.entry_point import existing_file
 from flows.priors import apply_prior_rules
 from flows.stages import (
@@ -56,6 +63,7 @@ from flows.tracking import Tracking, ensure_experiment, mlflow_uris, resolve_tra
 from tagger.calibrate.thresholds import CalibrationConfig
 from tagger.data.assembly_job import AssemblyConfig, load_assembly_config, run_assembly
 from tagger.data.demo import DemoConfig
+from tagger.detect.detections import DetectorConfig
 from tagger.train.training import TrainConfig
 
 DEFAULT_CONFIG = str(Path(__file__).with_name("configs") / "retrain_demo.yaml")
@@ -183,8 +191,8 @@ def calibrate_thresholds(
     scores: Path | None = None,
 ) -> Calibrated:
     """Score the held-out fold with the best checkpoint (or read `scores`: the held-out
-    predictions an earlier stage transformed, e.g. post-prior), then choose per-tag thresholds
-    on it (report, plots, summary); the model never saw these images.
+    predictions an earlier stage transformed, fused by `fuse` and post-prior), then choose
+    per-tag thresholds on it (report, plots, summary); the model never saw these images.
 
     oof: cross-fitted out-of-fold predictions (flows/crossfit.py, post-prior when the priors
     stage ran): thresholds are chosen on every fold but `val_fold` instead, and checked on the
@@ -230,23 +238,25 @@ def package_bundle(
     work_dir: Path,
     demo: bool = False,
     priors: Path | None = None,
+    detector: tuple[DetectorConfig, Detected, Fused] | None = None,
 ) -> Path:
     """The model bundle: weights, taxonomy snapshot, preprocessing, thresholds, metrics, the
-    prior rules in force (`priors`, a priors YAML) when the priors stage ran, and what it was
-    trained on (`demo`: the drawn demo data set)."""
+    prior rules in force (`priors`, a priors YAML) when the priors stage ran, the detector with
+    its fusion when the detector stage ran, and what it was trained on (`demo`: the drawn demo
+    data set)."""
+    from dataclasses import replace
+
+    from flows.detect import bundle_detector
     from flows.heldout import build_bundle
     from tagger.bundle.model_bundle import save_bundle
 
     given = {} if priors is None else {"priors": priors}  # keys of runs without it unchanged
+    if detector is not None:
+        given["detector"] = detector
     out = stage_dir(
-        work_dir,
-        "bundle",
-        checkpoint=checkpoint,
-        calibration=calibration,
-        data=data,
-        demo=demo,
+        work_dir, "bundle", checkpoint=checkpoint, calibration=calibration, data=data, demo=demo,
         **given,
-    )
+    )  # fmt: skip
     bundle = build_bundle(
         checkpoint,
         calibration.thresholds,
@@ -256,6 +266,9 @@ def package_bundle(
         demo=demo,
         priors=priors,
     )
+    if detector is not None:
+        settings, weights = bundle_detector(*detector)
+        bundle = replace(bundle, detector=settings, detector_weights=weights)
     return save_bundle(bundle, out / "bundle")
 
 
@@ -433,18 +446,29 @@ def retrain(
     if cfg.cleaning.enabled:  # flows/clean.py: out-of-fold issues, review queue, new manifest
         data = clean_for_training(cfg.cleaning, cfg.train, data, tracking, work, stage, oof)
     trained = stage(train_tagger)(cfg.train, data, tracking, work)
+    heldout, detector = None, None
+    if cfg.detector.enabled:  # flows/detect.py: detector evidence fused per tag, held-out fold
+        detected = stage(train_small_object_detector)(
+            cfg.detector, data, cfg.heldout_fold, trained, tracking, work
+        )
+        classified = stage(score_heldout)(trained.checkpoint, data, cfg.heldout_fold, work)
+        fused = stage(fuse_detector_evidence)(
+            cfg.detector, classified, detected, data, trained, tracking, work
+        )
+        heldout, detector = fused.predictions, (cfg.detector, detected, fused)
+        oof = None  # fusion is learned on the held-out fold: thresholds follow the fused scores
     # priors act on the scores calibration reads: out-of-fold when cross-fitted, else held-out
     priors = stage(apply_prior_rules)(
-        cfg.priors, trained, data, cfg.heldout_fold, tracking, work, oof
+        cfg.priors, trained, data, cfg.heldout_fold, tracking, work, oof or heldout
     )
-    oof_scored = priors.predictions if oof is not None else None
-    scored = priors.predictions if oof is None else None
     calibrated = stage(calibrate_thresholds)(
-        cfg.calibrate, trained.checkpoint, data, cfg.heldout_fold, work, oof_scored, scored
-    )
+        cfg.calibrate, trained.checkpoint, data, cfg.heldout_fold, work,
+        oof=priors.predictions if oof else None, scores=None if oof else priors.predictions,
+    )  # fmt: skip
     bundle = stage(package_bundle)(
-        trained.checkpoint, calibrated, data, work, demo=cfg.demo is not None, priors=priors.rules
-    )
+        trained.checkpoint, calibrated, data, work, demo=cfg.demo is not None,
+        priors=priors.rules, detector=detector,
+    )  # fmt: skip
     metrics = stage(log_evaluation)(calibrated, trained, data, tracking)
     registered = stage(register_bundle)(bundle, trained, tracking)
     if cfg.promotion.enabled:

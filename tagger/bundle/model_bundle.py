@@ -12,7 +12,10 @@ Layout (every file but the optional ones is required; sha256 of each is in bundl
                         (`method`: cross-fitted or held-out scores, bound, level)
     metrics.json        evaluation metrics
     priors.yaml         prior rules (optional; `label_system.priors`)
-    detector.json       detector settings (optional)
+    detector.json       detector settings (optional): architecture description, detector
+                        config, fusion model, gate, and the name of its weights file
+    detector.safetensors  detector weights (optional; `tagger.detect`); a pickle is refused
+                        unless `trust_pickle=True`, as for the network weights
 
 `load_bundle` also takes an MLflow model URI ("models:/tagger@champion", "models:/tagger/3",
 "runs:/<run>/model"), resolved to a local cached copy by `tagger.bundle.resolve.load_bundle`.
@@ -57,6 +60,7 @@ THRESHOLDS_FILE = "thresholds.json"
 METRICS_FILE = "metrics.json"
 PRIORS_FILE = "priors.yaml"
 DETECTOR_FILE = "detector.json"
+DETECTOR_WEIGHTS_FILE = "detector.safetensors"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
@@ -119,6 +123,8 @@ class Bundle:
         """Trained on the drawn demo data set (its tags on real photos mean nothing)."""
         return bool((self.training_data or {}).get("demo", False))
 
+    detector_weights: dict[str, torch.Tensor] | None = None  # with `detector` (tagger.detect)
+
     @property
     def tag_ids(self) -> tuple[str, ...]:
         return self.taxonomy.tag_ids
@@ -142,6 +148,7 @@ def create_bundle(
     metrics: dict[str, Any] | None = None,
     dataset_hash: str = "",
     training_data: dict[str, Any] | None = None,
+    detector_weights: dict[str, torch.Tensor] | None = None,
 ) -> Bundle:
     """Assemble a bundle from a trained network (or its state_dict) and its calibration.
 
@@ -164,6 +171,7 @@ def create_bundle(
         dataset_hash=dataset_hash,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         training_data=None if training_data is None else dict(training_data),
+        detector_weights=detector_weights,
     )
     _check_consistent(bundle, "<in memory>")
     return bundle
@@ -208,7 +216,12 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
     write_thresholds(calibration, tmp / THRESHOLDS_FILE, bundle.taxonomy)
     _write_json(tmp / METRICS_FILE, bundle.metrics)
     if bundle.detector is not None:
-        _write_json(tmp / DETECTOR_FILE, bundle.detector)
+        detector = dict(bundle.detector)
+        if bundle.detector_weights is not None:
+            weights = {k: v.contiguous() for k, v in bundle.detector_weights.items()}
+            save_file(weights, str(tmp / DETECTOR_WEIGHTS_FILE))
+            detector["weights"] = DETECTOR_WEIGHTS_FILE
+        _write_json(tmp / DETECTOR_FILE, detector)
     if bundle.priors is not None:
         write_priors(bundle.priors, tmp / PRIORS_FILE)
     files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
@@ -256,13 +269,18 @@ def read_bundle(directory: str | Path, trust_pickle: bool = False) -> Bundle:
         model_config = ModelConfig.model_validate(meta["model_config"])
     except ValidationError as e:
         raise BundleError(f"{directory / BUNDLE_FILE}: invalid model_config:\n{e}") from None
+    detector = _read_json(directory / DETECTOR_FILE)
+    detector_weights = None
+    if detector is not None and detector.get("weights"):
+        detector_weights = _read_weights(directory / str(detector["weights"]), trust_pickle)
     bundle = Bundle(
         model_config=model_config,
         taxonomy=taxonomy,
         thresholds=calibration.thresholds,
         threshold_report=calibration.report,
         priors=_read_priors(directory / PRIORS_FILE, taxonomy),
-        detector=_read_json(directory / DETECTOR_FILE),
+        detector=detector,
+        detector_weights=detector_weights,
         metrics=_read_json(directory / METRICS_FILE) or {},
         preprocessing=dict(meta["preprocessing"]),
         state_dict=_read_weights(directory / str(meta["weights"]), trust_pickle),

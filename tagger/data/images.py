@@ -172,6 +172,17 @@ def load_reduced(
     return _load_reduced(path, min_side, max_pixels)[0]
 
 
+def load_reduced_info(
+    path: str | os.PathLike[str],
+    min_side: int | None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[Image.Image, ImageInfo]:
+    """`load_reduced` and the header facts (displayed full size) from one open of the file:
+    what maps a box found on the reduced image back to the original's pixels."""
+    return _load_reduced(path, min_side, max_pixels)
+
+
 def _load_reduced(
     path: str | os.PathLike[str], min_side: int | None, max_pixels: int
 ) -> tuple[Image.Image, ImageInfo]:

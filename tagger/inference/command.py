@@ -143,6 +143,12 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
         "--chunk-size", type=int, default=1000, help="records per Parquet/CSV part file"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--detector",
+        choices=["gated", "always", "never"],
+        default=None,
+        help="when a bundle's small-object detector runs (default: the bundle's gate)",
+    )
 
 
 def predict_argument_problem(args: argparse.Namespace) -> str | None:
@@ -205,6 +211,7 @@ def run_predict_command(args: argparse.Namespace) -> int:
         "include_categories": args.include_categories,
         "language": args.language,
         "trust_pickle": args.trust_pickle,
+        "detector": args.detector,
     }
     mode: Literal["new", "resume", "overwrite"] = (
         "resume" if args.resume else "overwrite" if args.overwrite else "new"

@@ -40,6 +40,7 @@ from torch import nn
 
 from tagger.bundle.model_bundle import Bundle, Preprocessing, preprocessing_of
 from tagger.data.child_processes import worker_initializer
+from tagger.detect.runtime import DetectorRuntime
 from tagger.inference.decoding import Decoded, crashed_decode, decode_input, timed_out_decode
 from tagger.inference.options import InputItem, PredictOptions, WorkerKind
 from tagger.inference.records import PredictionRecord, TagPrediction
@@ -114,6 +115,21 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def create_detector_runtime(bundle: Bundle, options: PredictOptions) -> DetectorRuntime | None:
+    """The bundle's detector and fusion (run in torch whatever the classifier backend), or None
+    for a bundle without a detector."""
+    if bundle.detector is None or bundle.detector_weights is None:
+        return None
+    device = resolve_device(options.device) if options.backend == "torch" else "cpu"
+    return DetectorRuntime(
+        bundle.detector,
+        bundle.detector_weights,
+        bundle.taxonomy.tag_ids,
+        gate=options.detector,
+        device=device,
+    )
+
+
 def create_backend(bundle: Bundle, options: PredictOptions) -> Backend:
     """The inference backend the options name ("torch" or "onnx")."""
     prep = preprocessing_of(bundle)
@@ -144,15 +160,32 @@ class Predictor:
         self.rules = RuleStep(bundle.taxonomy, bundle.priors, bundle.thresholds)
         self.backend = create_backend(bundle, options)
         self.decode_fn = create_decode_fn(bundle, options)
+        self.detector = create_detector_runtime(bundle, options)
 
     def predict_decoded(self, batch: Sequence[Decoded]) -> list[PredictionRecord]:
-        """Records for decoded inputs, in order; one backend call for the successes."""
+        """Records for decoded inputs, in order; one backend call for the successes (then the
+        bundle's detector fusion, when it has one, on the images its gate picks)."""
         ok = [(i, d.pixels) for i, d in enumerate(batch) if d.pixels is not None]
         tags: dict[int, tuple[TagPrediction, ...]] = {}
         if ok:
             probs = self.backend(np.stack([pixels for _, pixels in ok]))
-            scores, source = self.rules(probs)  # prior rules, before the thresholds
-            selected = self.rules.annotate(self.selector(scores), source)
+            fused = (
+                None
+                if self.detector is None
+                else self.detector(probs, [batch[i].item.path for i, _ in ok])
+            )
+            # classifier -> detector fusion -> prior rules -> thresholds, as at calibration
+            scores, source = self.rules(probs if fused is None else fused.probs)
+            if fused is None:
+                selected = self.selector(scores)
+            else:
+                selected = self.selector(
+                    scores,
+                    classifier_probs=probs,
+                    detector_cells=fused.detector_cells,
+                    detections=fused.detections,
+                )
+            selected = self.rules.annotate(selected, source)
             tags = dict(zip([i for i, _ in ok], selected, strict=True))
         return [
             PredictionRecord(

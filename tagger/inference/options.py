@@ -53,6 +53,8 @@ class PredictOptions(BaseModel):
       device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
       engine: "local" (this process) or "ray" (a pool of model actors on Ray Data).
       ray_actors: model actors for the Ray engine (None = one per 2 CPUs of the cluster).
+      detector: when a bundle with a detector runs it: None (the bundle's gate), "gated",
+        "always" or "never" (classifier only; fused tags take their classifier-only score).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -73,6 +75,7 @@ class PredictOptions(BaseModel):
     trust_pickle: bool = False
     engine: Engine = "local"
     ray_actors: int | None = Field(default=None, ge=1)
+    detector: Literal["gated", "always", "never"] | None = None
 
 
 @dataclass(frozen=True)

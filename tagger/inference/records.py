@@ -33,7 +33,7 @@ from typing import Any, BinaryIO, Literal, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-Evidence = Literal["classifier", "detector", "parent", "rule"]
+Evidence = Literal["classifier", "detector", "fused", "parent", "rule"]
 OutputFormat = Literal["jsonl", "parquet", "csv"]
 OUTPUT_FORMATS: dict[str, OutputFormat] = {
     ".jsonl": "jsonl",
@@ -51,6 +51,15 @@ BOX_TYPE = pa.struct(
         ("score", pa.float64()),
     ]
 )
+INSTANCE_TYPE = pa.struct(
+    [
+        ("xmin", pa.float64()),
+        ("ymin", pa.float64()),
+        ("xmax", pa.float64()),
+        ("ymax", pa.float64()),
+        ("confidence", pa.float64()),
+    ]
+)
 TAG_TYPE = pa.struct(
     [
         ("id", pa.string()),
@@ -61,6 +70,7 @@ TAG_TYPE = pa.struct(
         ("evidence", pa.string()),
         ("boxes", pa.list_(BOX_TYPE)),
         ("rule", pa.string()),
+        ("instances", pa.list_(INSTANCE_TYPE)),
     ]
 )
 ERROR_TYPE = pa.struct([("code", pa.string()), ("message", pa.string())])
@@ -89,13 +99,28 @@ class Box:
 
 
 @dataclass(frozen=True)
+class Instance:
+    """One detected object of a tag: its box in pixels of the original image as displayed
+    (after EXIF orientation; x right, y down) and the detector's confidence in 0..1."""
+
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+    confidence: float
+
+
+@dataclass(frozen=True)
 class TagPrediction:
     """One tag of one image: display `name` in the requested language, `score` in 0..1.
 
-    evidence: "classifier" (the tag's own score passed its threshold), "detector" (a detector
-    box), "parent" (implied by a predicted child tag; its score is the best of its own and
-    its children's), or "rule" (a prior rule raised its score, `tagger.priors`).
-    parents: ancestor tag ids, nearest first.
+    evidence: "classifier" (the tag's own score passed its threshold), "fused" (the score
+    fuses the classifier with detector evidence, `tagger.detect.fusion`), "detector" (fused, and
+    the classifier alone would not have passed: the detector found it), "parent" (implied by
+    a predicted child tag; its score is the best of its own and its children's), or "rule" (a
+    prior rule raised its score, `tagger.priors`). parents: ancestor tag ids, nearest first.
+    boxes: detector boxes normalised to 0..1; instances: the same boxes in original-image pixels
+    with their confidence (empty without a detector).
     rule: which prior rule set or changed the score, e.g. "tree: implied by forest" (None: none).
     """
 
@@ -107,6 +132,7 @@ class TagPrediction:
     evidence: Evidence = "classifier"
     boxes: tuple[Box, ...] = ()
     rule: str | None = None
+    instances: tuple[Instance, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -175,6 +201,16 @@ def _tag_to_dict(tag: TagPrediction) -> dict[str, Any]:
             {"xmin": b.xmin, "ymin": b.ymin, "xmax": b.xmax, "ymax": b.ymax, "score": b.score}
             for b in tag.boxes
         ],
+        "instances": [
+            {
+                "xmin": i.xmin,
+                "ymin": i.ymin,
+                "xmax": i.xmax,
+                "ymax": i.ymax,
+                "confidence": i.confidence,
+            }
+            for i in tag.instances
+        ],
     }
     if tag.rule is not None:  # only when a rule acted: older readers see the same layout
         out["rule"] = tag.rule
@@ -194,6 +230,10 @@ def _tag_from_dict(data: dict[str, Any]) -> TagPrediction:
             for b in data.get("boxes") or ()
         ),
         rule=None if data.get("rule") is None else str(data["rule"]),
+        instances=tuple(
+            Instance(*(float(i[k]) for k in ("xmin", "ymin", "xmax", "ymax", "confidence")))
+            for i in data.get("instances") or ()
+        ),
     )
 
 

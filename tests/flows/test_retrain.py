@@ -119,7 +119,7 @@ def test_the_shipped_configs_load() -> None:
     [
         ({"demo": {}, "cleaning": {"pseudo": {"top_k": 0}}}, r"cleaning.pseudo.top_k: .*given: 0"),
         ({"demo": {}, "cleaning": {"enabled": True, "queue": {"cap": 3}}}, "cleaning.queue.cap"),
-        ({"demo": {}, "detector": {"enabled": True}}, "detector-fusion stage is not available"),
+        ({"demo": {}, "detector": {"architecture": "resnet50"}}, "resnet50' is not an SSD"),
         ({"demo": {}, "priors": {"enabled": "maybe"}}, r"priors.enabled: .*given: 'maybe'"),
         ({}, "exactly one of `demo`"),
         ({"demo": {}, "train": {"data": {"val_fold": None}}}, "val_fold: null is not allowed"),

@@ -46,6 +46,7 @@ def test_record_round_trip_and_layout() -> None:
         "parents": ["animal"],
         "evidence": "classifier",
         "boxes": [{"xmin": 0.1, "ymin": 0.2, "xmax": 0.5, "ymax": 0.6, "score": 0.8}],
+        "instances": [],
     }
     assert data["error"] is None and data["width"] == 647
     assert PredictionRecord.from_dict(json.loads(json.dumps(data))) == record
