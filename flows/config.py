@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flows.tracking import TrackingConfig
+from tagger.calibrate.precision_check import PrecisionCheckConfig
 from tagger.calibrate.thresholds import CalibrationConfig
 from tagger.data.assembly_job import AssemblyConfig
 from tagger.data.demo import DemoConfig
@@ -98,6 +99,7 @@ class RetrainConfig(BaseModel):
     train: TrainConfig = TrainConfig()
     calibrate: CalibrationConfig = CalibrationConfig()
     promotion: PromotionConfig = PromotionConfig()
+    precision: PrecisionCheckConfig = PrecisionCheckConfig()  # bf16 / int8 checked vs fp32
     mlflow: TrackingConfig = TrackingConfig()
     cleaning: CleaningStage = CleaningStage()
     detector: DetectorStage = DetectorStage()

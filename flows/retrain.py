@@ -30,6 +30,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.caching import persisted, stage_dir
 from flows.config import RetrainConfig, load_retrain_config, with_overrides
+from flows.precision import check_precision, log_precision
 from flows.stages import (
     Assembled,
     Calibrated,
@@ -384,7 +385,11 @@ def retrain(
         cfg.calibrate, trained.checkpoint, data, cfg.heldout_fold, work
     )
     bundle = stage(package_bundle)(trained.checkpoint, calibrated, data, work)
+    if cfg.precision.enabled:  # bf16 / int8 against fp32 on the held-out fold (flows/precision.py)
+        bundle = stage(check_precision)(bundle, data, cfg.heldout_fold, cfg.precision, work)
     metrics = stage(log_evaluation)(calibrated, trained, data, tracking)
+    if cfg.precision.enabled:
+        stage(log_precision)(bundle, trained, tracking)
     registered = stage(register_bundle)(bundle, trained, tracking)
     if cfg.promotion.enabled:
         promotion = promote_candidate(

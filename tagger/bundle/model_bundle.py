@@ -11,6 +11,9 @@ Layout (every file but the optional ones is required; sha256 of each is in bundl
     metrics.json        evaluation metrics
     priors.yaml         prior rules (optional; `label_system.priors`)
     detector.json       detector settings (optional)
+    precision.json      reduced precisions checked against fp32 on held-out images (optional;
+                        `tagger.calibrate.precision_check.PrecisionReport`)
+    int8_calibration.npz  uint8 images [N, S, S, 3] that calibrate int8 quantization (optional)
 
 `load_bundle` also takes an MLflow model URI ("models:/tagger@champion", "models:/tagger/3",
 "runs:/<run>/model"), resolved to a local cached copy by `tagger.bundle.resolve.load_bundle`.
@@ -55,6 +58,8 @@ THRESHOLDS_FILE = "thresholds.json"
 METRICS_FILE = "metrics.json"
 PRIORS_FILE = "priors.yaml"
 DETECTOR_FILE = "detector.json"
+PRECISION_FILE = "precision.json"
+INT8_CALIBRATION_FILE = "int8_calibration.npz"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
@@ -108,6 +113,8 @@ class Bundle:
     created_at: str = ""
     path: Path | None = None  # where it was loaded from
     weights_sha256: str = ""  # of the weights file it was loaded from ("" when built in memory)
+    precision: dict[str, Any] | None = None  # PRECISION_FILE: the reduced-precision checks
+    calibration_images: np.ndarray | None = None  # INT8_CALIBRATION_FILE: uint8 [N, S, S, 3]
 
     @property
     def tag_ids(self) -> tuple[str, ...]:
@@ -189,6 +196,10 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
         _write_json(tmp / DETECTOR_FILE, bundle.detector)
     if bundle.priors is not None:
         write_priors(bundle.priors, tmp / PRIORS_FILE)
+    if bundle.precision is not None:
+        _write_json(tmp / PRECISION_FILE, bundle.precision)
+    if bundle.calibration_images is not None:
+        np.savez_compressed(tmp / INT8_CALIBRATION_FILE, pixels=bundle.calibration_images)
     files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
     meta = {
         "format": BUNDLE_FORMAT,
@@ -247,9 +258,20 @@ def read_bundle(directory: str | Path, trust_pickle: bool = False) -> Bundle:
         created_at=str(meta.get("created_at", "")),
         path=directory,
         weights_sha256=str(meta["files"].get(str(meta["weights"]), "")),
+        precision=_read_json(directory / PRECISION_FILE),
+        calibration_images=_read_pixels(directory / INT8_CALIBRATION_FILE),
     )
     _check_consistent(bundle, directory)
     return bundle
+
+
+def _read_pixels(path: Path) -> np.ndarray | None:
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        if "pixels" not in data:
+            raise BundleError(f"{path}: expected an array named 'pixels'")
+        return np.asarray(data["pixels"])
 
 
 def _read_meta(directory: Path) -> dict[str, Any]:

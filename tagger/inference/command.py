@@ -60,6 +60,14 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-actors", type=int, default=None)
     parser.add_argument("--backend", choices=["torch", "onnx"], default=defaults.backend)
     parser.add_argument("--device", default=defaults.device)
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "int8"],
+        default=defaults.precision,
+        help="arithmetic of the model: auto (default: the fastest this machine supports among "
+        "those the bundle was verified for), fp32, bf16 (CPU bf16 units or CUDA), int8 (ONNX "
+        "Runtime, CPU)",
+    )
     parser.add_argument("--max-tags", type=int, default=None)
     parser.add_argument("--min-confidence", type=float, default=defaults.min_confidence)
     parser.add_argument("--include-parents", action="store_true")
@@ -94,6 +102,7 @@ def run_predict_command(args: argparse.Namespace) -> int:
         "ray_actors": args.ray_actors,
         "backend": args.backend,
         "device": args.device,
+        "precision": args.precision,
         "max_tags": args.max_tags,
         "min_confidence": args.min_confidence,
         "include_parents": args.include_parents,
