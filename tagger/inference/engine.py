@@ -41,12 +41,12 @@ from torch import nn
 from tagger.bundle.model_bundle import Bundle, Preprocessing, preprocessing_of
 from tagger.inference.decoding import Decoded, crashed_decode, decode_input, timed_out_decode
 from tagger.inference.options import InputItem, PredictOptions, WorkerKind
+from tagger.inference.precision import choose_precision
 from tagger.inference.records import PredictionRecord, TagPrediction
 from tagger.inference.runtime import release_free_memory
-from tagger.inference.precision import choose_precision
 from tagger.inference.selection import TagSelector
 from tagger.train.dataset import normalize_images
-from tagger.train.precision import autocast
+from tagger.train.precision import Precision, autocast
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -78,7 +78,11 @@ class TorchBackend:
     on the device."""
 
     def __init__(
-        self, model: nn.Module, prep: Preprocessing, device: str = "cpu", precision: str = "fp32"
+        self,
+        model: nn.Module,
+        prep: Preprocessing,
+        device: str = "cpu",
+        precision: Precision = "fp32",
     ) -> None:
         self.device = torch.device(device)
         model = fold_batch_norm(model.eval())
@@ -92,7 +96,7 @@ class TorchBackend:
             x = torch.from_numpy(pixels).to(self.device, non_blocking=True)
             x = x.permute(0, 3, 1, 2)  # NHWC memory read as NCHW: a channels-last view, no copy
             x = normalize_images(x, self.prep.mean, self.prep.std)
-            with autocast(self.device, self.precision):  # type: ignore[arg-type]
+            with autocast(self.device, self.precision):
                 logits = self.model(x.contiguous(memory_format=torch.channels_last))
             return torch.sigmoid(logits.float()).cpu().numpy()
 
@@ -119,7 +123,9 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def create_backend(bundle: Bundle, options: PredictOptions, precision: str = "fp32") -> Backend:
+def create_backend(
+    bundle: Bundle, options: PredictOptions, precision: Precision = "fp32"
+) -> Backend:
     """The inference backend the options name ("torch" or "onnx") at `precision` (as chosen
     by `tagger.inference.precision.choose_precision`; int8 always runs on ONNX Runtime)."""
     prep = preprocessing_of(bundle)

@@ -28,6 +28,7 @@ import numpy as np
 
 from tagger.bundle.model_bundle import Bundle, preprocessing_of
 from tagger.calibrate.precision_check import (
+    PrecisionCheck,
     PrecisionReport,
     PrecisionRules,
     compare_precision,
@@ -80,7 +81,7 @@ def choose_precision(bundle: Bundle, requested: PrecisionOption, device: str) ->
     """The precision a job on `device` ("cpu", "cuda", "cuda:1") runs (see the module notes)."""
     verified = verified_precisions(bundle)
     if requested == "auto":
-        skipped = []
+        skipped: list[str] = []
         for candidate in CUDA_ORDER if device.startswith("cuda") else CPU_ORDER:
             reason = unsupported_reason(candidate, device)
             if candidate not in verified:
@@ -143,7 +144,9 @@ def verify_precisions(
         )
 
     reference = run(TorchBackend(bundle.create_model(), prep, device))
-    checks, skipped, details = {}, {}, {}
+    checks: dict[str, PrecisionCheck] = {}
+    skipped: dict[str, str] = {}
+    details: dict[str, Any] = {}
     details["cpu"] = cpu_support().describe()
     for precision in precisions:
         if precision == "bf16":

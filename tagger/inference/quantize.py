@@ -61,10 +61,12 @@ def calibration_digest(pixels: np.ndarray) -> str:
 def _reader_base() -> type:
     from onnxruntime.quantization import CalibrationDataReader
 
-    return CalibrationDataReader  # type: ignore[no-any-return]
+    return CalibrationDataReader
 
 
-def calibration_reader(pixels: np.ndarray, prep: Preprocessing, batch: int = CALIBRATION_BATCH) -> Any:
+def calibration_reader(
+    pixels: np.ndarray, prep: Preprocessing, batch: int = CALIBRATION_BATCH
+) -> Any:
     """An ONNX Runtime `CalibrationDataReader` over uint8 images `[N, S, S, 3]`."""
 
     class ImageCalibrationReader(_reader_base()):  # type: ignore[misc]
@@ -153,9 +155,7 @@ def cached_int8_export(
     pixels: calibration images uint8 `[N, S, S, 3]` (default: the bundle's own).
     """
     prep = preprocessing_of(bundle)
-    pixels = check_calibration_images(
-        bundle.calibration_images if pixels is None else pixels, prep
-    )
+    pixels = check_calibration_images(bundle.calibration_images if pixels is None else pixels, prep)
     folder = onnx_cache_dir(cache_dir)
     path = folder / f"{int8_key(bundle, pixels, opset)}.int8.onnx"
     if path.is_file():

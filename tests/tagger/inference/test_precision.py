@@ -198,7 +198,8 @@ def test_compare_precision_applies_the_rules() -> None:
     j = int(np.argmax(ref[:, 1]))
     far[j, 1] = 0.0
     check = compare_precision("int8", ref, far, thresholds, targets, known, tags)
-    assert not check.passed and check.outside_margin == 1 and "from the threshold" in check.reasons[0]
+    assert not check.passed and check.outside_margin == 1
+    assert "from the threshold" in check.reasons[0]
     # the ranking degrades without moving decisions: the mAP rule refuses it
     noisy = np.clip(ref + rng.normal(0, 0.2, ref.shape), 0, 1).astype(np.float32)
     strict = PrecisionRules(min_agreement=0.0, margin=1.0, max_map_diff=0.005)
@@ -234,9 +235,7 @@ def test_check_is_recorded_in_the_bundle_and_old_bundles_still_load(
 # ---- int8 export ------------------------------------------------------------------------------
 
 
-def test_int8_exports_are_cached_by_model_and_calibration_set(
-    tiny_bundle, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+def test_int8_exports_are_cached_by_model_and_calibration_set(tiny_bundle, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cache = tmp_path / "cache"
     pixels = tiny_bundle.calibration_images
     key = int8_key(tiny_bundle, pixels)
