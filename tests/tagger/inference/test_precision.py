@@ -375,3 +375,18 @@ def test_manifest_pixels_is_the_eval_view(trained) -> None:  # type: ignore[no-u
     got = predict_manifest(bundle.create_model(), rows, bundle.preprocessing,
                            cache_dir=synth.cache_dir)  # fmt: skip
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_on_cuda(tiny_bundle, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """On a GPU: `auto` picks bf16 when it passed (never int8), and its scores follow fp32."""
+    if not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    bundle = dataclasses.replace(tiny_bundle, precision=_report({"bf16": True, "int8": True}))
+    predictor = Predictor(bundle, PredictOptions(device="cuda"))
+    assert predictor.precision.precision == "bf16"
+    assert isinstance(predictor.backend, TorchBackend) and predictor.backend.device.type == "cuda"
+    pixels = np.random.default_rng(3).integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8)
+    fp32 = TorchBackend(bundle.create_model(), preprocessing_of(bundle), "cuda")(pixels)
+    np.testing.assert_allclose(predictor.backend(pixels), fp32, atol=2e-2)
