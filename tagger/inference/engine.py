@@ -163,7 +163,9 @@ class Predictor:
         self.options = options
         self.prep = preprocessing_of(bundle)
         self.selector = TagSelector(bundle.taxonomy, bundle.thresholds, options)
-        self.precision = choose_precision(bundle, options.precision, job_device(options))
+        self.precision = choose_precision(
+            bundle, options.precision, job_device(options), options.backend
+        )
         self.backend = create_backend(bundle, options, self.precision.precision)
         self.decode_fn = create_decode_fn(bundle, options)
 

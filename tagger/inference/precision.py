@@ -54,11 +54,13 @@ class PrecisionChoice:
     note: str = ""
 
 
-def unsupported_reason(precision: Precision, device: str) -> str | None:
-    """Why this machine cannot run `precision` fast on `device` (None: it can)."""
+def unsupported_reason(precision: Precision, device: str, backend: str = "torch") -> str | None:
+    """Why this machine cannot run `precision` fast on `device` with `backend` (None: it can)."""
     if precision == "fp32":
         return None
     if precision == "bf16":
+        if backend == "onnx":
+            return "the onnx backend runs fp32 or int8; bf16 runs on the torch backend"
         if bf16_supported(device):
             return None
         if device.startswith("cuda"):
@@ -77,24 +79,28 @@ def verified_precisions(bundle: Bundle) -> tuple[str, ...]:
     return ("fp32",) if report is None else report.verified
 
 
-def choose_precision(bundle: Bundle, requested: PrecisionOption, device: str) -> PrecisionChoice:
-    """The precision a job on `device` ("cpu", "cuda", "cuda:1") runs (see the module notes)."""
+def choose_precision(
+    bundle: Bundle, requested: PrecisionOption, device: str, backend: str = "torch"
+) -> PrecisionChoice:
+    """The precision a job on `device` ("cpu", "cuda", "cuda:1") with `backend` ("torch",
+    "onnx") runs (see the module notes)."""
     verified = verified_precisions(bundle)
     if requested == "auto":
         skipped: list[str] = []
         for candidate in CUDA_ORDER if device.startswith("cuda") else CPU_ORDER:
-            reason = unsupported_reason(candidate, device)
+            reason = unsupported_reason(candidate, device, backend)
             if candidate not in verified:
                 reason = reason or "not verified for this bundle"
             elif candidate == "int8" and bundle.calibration_images is None:
                 reason = reason or "the bundle has no int8 calibration images"
             if reason is None:
-                note = "; ".join(skipped)
-                return PrecisionChoice(requested, candidate, f"auto: {note}" if note else "")
+                note = f"auto: {candidate}" + (f"; {'; '.join(skipped)}" if skipped else "")
+                log.info(note)
+                return PrecisionChoice(requested, candidate, note)
             skipped.append(f"not {candidate} ({reason})")
         raise AssertionError("fp32 is always possible")  # pragma: no cover
     precision: Precision = requested
-    reason = unsupported_reason(precision, device)
+    reason = unsupported_reason(precision, device, backend)
     if reason is not None:
         note = f"precision {precision} unavailable: {reason}; running fp32"
         log.warning(note)

@@ -108,6 +108,7 @@ def test_auto_picks_the_fastest_verified_precision_the_machine_supports(
     assert choice.precision == "bf16" and "calibration images" in choice.note
     _machine(monkeypatch, CpuSupport(bf16=True, amx=False, int8_dot=False, flags=frozenset()))
     assert choose_precision(both, "auto", "cpu").precision == "bf16"
+    assert choose_precision(both, "auto", "cpu", "onnx").precision == "fp32"  # no bf16 there
     _machine(monkeypatch, NO_UNITS)
     choice = choose_precision(both, "auto", "cpu")
     assert choice.precision == "fp32" and "no bf16 units" in choice.note
@@ -138,6 +139,8 @@ def test_a_named_precision_falls_back_with_a_clear_message(
     assert choice.precision == "fp32"
     assert "precision bf16 unavailable: this CPU has no bf16 units" in caplog.text
     assert choose_precision(tiny_bundle, "int8", "cuda:0").precision == "fp32"
+    choice = choose_precision(tiny_bundle, "bf16", "cpu", "onnx")
+    assert choice.precision == "fp32" and "bf16 runs on the torch backend" in choice.note
     _machine(monkeypatch, ALL_UNITS)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="tagger.inference.precision"):
