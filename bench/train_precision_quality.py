@@ -44,6 +44,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--amps", nargs="+", default=["off", "bf16"], choices=["off", "bf16"],
+        help="which runs (e.g. one per process, to run the two side by side)",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     manifest = read_manifest(args.assembled / "manifest.parquet")
@@ -62,7 +66,7 @@ def main() -> None:
     )
     results: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="precision-quality-") as tmp:
-        for amp in ("off", "bf16"):
+        for amp in args.amps:
             cfg = TrainConfig.model_validate(
                 {
                     "model": {"backbone": args.backbone, "image_size": args.image_size},
@@ -101,6 +105,8 @@ def main() -> None:
                 f"{[round(v, 4) for v in val]}, {seconds:.0f} s",
                 flush=True,
             )
+    if set(results) != {"off", "bf16"}:
+        return
     (m32, s32), (m16, s16) = results["off"], results["bf16"]
     print(f"bf16 - fp32 held-out mAP: {m16 - m32:+.4f} (goal: within 0.01)")
     print(
