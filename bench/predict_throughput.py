@@ -12,7 +12,18 @@ is a job of a few hundred photos and start-up is paid once, as in a real job):
   --device cuda), `model(x)` under no_grad;
 - ours: `tagger.inference.api.write_predictions` to a JSONL file (records, tags, fsync included),
   with the default options; start-up (bundle to first record) and CPU use are reported;
-- the same with the ONNX Runtime backend (CPU only; its export is cached, as in real jobs).
+- the same with the ONNX Runtime backend (CPU only; its export is cached, as in real jobs);
+- each reduced precision (`--precisions`, default bf16 and int8: torch autocast and ONNX Runtime
+  static quantization, calibrated on `--calibration-images` of the photos' eval views), after
+  the bundle's check against fp32 (`tagger.inference.precision.verify_precisions`, on the
+  photos' eval views with random labels: agreement and margin are what count for an untrained
+  model). "ours" stays fp32 (the keys of earlier runs); "best" is the fastest precision whose
+  check passed.
+
+Beside each figure: the *pipeline ideal* of that backend = cores / (model core-ms + decode
+core-ms per image), both measured alone in this run as CPU time (the model on pre-decoded
+batches, the reduced decode of every photo inline), so `vs_ideal` says how much of the machine
+the pipeline leaves unused, whatever the neighbours do to wall-clock time.
 
 Ratios are medians of same-round ratios, so a busy neighbour slows both sides alike.
 
@@ -23,10 +34,11 @@ Ratios are medians of same-round ratios, so a busy neighbour slows both sides al
   held-out figure, fitted on synthetic held-out evidence (informative detector, noisy
   classifier), and the gate bands it learned there decide which album photos run the detector.
 
-Usage: python bench/predict_throughput.py [DATA_DIR] [--passes 10] [--rounds 5] [--variants]
-       [--fusion] [--device cuda] [--no-heap-reuse]
-Last line: RESULT predict_throughput images_per_s=<n> vs_limit=<x> vs_plain=<x>
-  [fusion_gated_vs_off=<x> fusion_gain_kept=<x>]
+Usage: python bench/predict_throughput.py [DATA_DIR] [--passes 10] [--rounds 5] [--images N]
+       [--precisions bf16 int8] [--variants] [--fusion] [--device cuda] [--no-heap-reuse]
+Last line: RESULT predict_throughput images_per_s=<n> vs_limit=<x> vs_plain=<x> device=...
+       [onnx_...] best_precision=<p> best_vs_plain=<x> vs_ideal=<best / its ideal>
+       [fusion_gated_vs_off=<x> fusion_gain_kept=<x>]
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import dataclasses
 import functools
 import resource
 import sys
@@ -62,11 +75,14 @@ from tagger.inference.engine import (
     Backend,
     TorchBackend,
     available_cpus,
+    create_decode_fn,
     default_workers,
     preprocessing_of,
 )
-from tagger.inference.onnx_export import create_onnx_backend
-from tagger.inference.options import PredictOptions
+from tagger.inference.onnx_export import OnnxBackend, create_onnx_backend
+from tagger.inference.options import InputItem, PredictOptions
+from tagger.inference.precision import verified_precisions, verify_precisions
+from tagger.inference.quantize import cached_int8_export
 from tagger.inference.runtime import prefer_heap_reuse
 from tagger.train.model import ModelConfig, create_model
 
@@ -138,19 +154,65 @@ def fusion_bundle(bundle: Bundle, folder: Path) -> tuple[Bundle, float]:
     return load_bundle(folder / "bundle_fusion"), kept
 
 
-def time_limit(backend: Backend, n: int) -> float:
-    """images/s of the model alone on pre-decoded uint8 batches (`backend` warmed up)."""
+def time_limit(backend: Backend, n: int, cpu_ms: list[float] | None = None) -> float:
+    """images/s of the model alone on pre-decoded uint8 batches (`backend` warmed up); the
+    model's CPU time per image (core-ms) is appended to `cpu_ms`."""
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(BATCH, SIZE, SIZE, 3), dtype=np.uint8)
     backend(pixels[:2])  # warm-up
     backend(pixels)
+    cpu = cpu_seconds()
     start = time.perf_counter()
     done = 0
     while done < n:
         k = min(BATCH, n - done)
         backend(pixels[:k])  # returns host numpy: a GPU run is synchronised per batch
         done += k
-    return n / (time.perf_counter() - start)
+    rate = n / (time.perf_counter() - start)
+    if cpu_ms is not None:
+        cpu_ms.append(1000 * (cpu_seconds() - cpu) / n)
+    return rate
+
+
+def decode_core_ms(bundle: Bundle, photos: list[Path]) -> float:
+    """CPU ms per image of the job's reduced decode alone (inline, this process)."""
+    decode = create_decode_fn(bundle, PredictOptions())
+    items = [InputItem(str(p), str(p)) for p in photos]
+    decode(items[0])  # warm-up
+    cpu = cpu_seconds()
+    for item in items:
+        if decode(item).pixels is None:
+            raise RuntimeError(f"{item.path}: decode failed")
+    return 1000 * (cpu_seconds() - cpu) / len(items)
+
+
+def eval_views(bundle: Bundle, photos: list[Path]) -> np.ndarray:
+    """The photos as the job's backend sees them: uint8 `[N, S, S, 3]`."""
+    decode = create_decode_fn(bundle, PredictOptions())
+    return np.stack([decode(InputItem(str(p), str(p))).pixels for p in photos])  # type: ignore[misc]
+
+
+def check_precisions(
+    bundle: Bundle, photos: list[Path], precisions: list[str], calibration: int
+) -> Bundle:
+    """The bundle with int8 calibration images and its check of `precisions` against fp32."""
+    pixels = eval_views(bundle, photos)
+    bundle = dataclasses.replace(bundle, calibration_images=pixels[:calibration])
+    rng = np.random.default_rng(0)  # an untrained model: labels only feed the AP figures
+    targets = (rng.random((len(pixels), NUM_TAGS)) < 0.2).astype(np.float32)
+    report = verify_precisions(
+        bundle, pixels, targets, np.ones_like(targets, bool),
+        precisions=tuple(precisions),  # type: ignore[arg-type]
+        threads=available_cpus(),
+    )  # fmt: skip
+    for name, check in report.checks.items():
+        print(
+            f"check {name}: {'passed' if check.passed else 'FAILED ' + '; '.join(check.reasons)}"
+            f" (agreement {check.agreement:.4f} of {check.decisions} decisions, largest score "
+            f"difference {check.max_score_diff:.2e})",
+            flush=True,
+        )
+    return dataclasses.replace(bundle, precision=report.model_dump(mode="json"))
 
 
 class PlainDataset(Dataset[torch.Tensor]):
@@ -228,6 +290,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("data_dir", nargs="?", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--passes", type=int, default=10, help="times each photo is tagged")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
+    parser.add_argument("--images", type=int, default=None, help="use the first N photos only")
+    parser.add_argument(
+        "--precisions", nargs="*", default=["bf16", "int8"], choices=["bf16", "int8"],
+        help="reduced precisions to check and time beside fp32 (none: fp32 only)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--calibration-images", type=int, default=8, help="photos that calibrate int8"
+    )
     parser.add_argument("--variants", action="store_true", help="also time worker variants")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument(
@@ -241,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     heap_reuse = not args.no_heap_reuse and prefer_heap_reuse()
     images = args.data_dir / "images" if (args.data_dir / "images").is_dir() else args.data_dir
     photos = sorted(p for p in images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+    photos = photos[: args.images] if args.images else photos
     if not photos:
         sys.exit(f"no JPEG photos in {images}")
     paths = photos * args.passes
@@ -251,12 +322,13 @@ def main(argv: list[str] | None = None) -> None:
     workers = default_workers(device=args.device)
     kind = defaults.worker_kind
     plain_workers = max(2, cpus - 1) if gpu else 2
+    precisions = [p for p in args.precisions if not (gpu and p == "int8")]
     print(
         f"{len(photos)} photos x {args.passes} passes = {len(paths)} images; batch {BATCH}; "
         f"{cpus} CPUs; torch threads {torch.get_num_threads()}; device {args.device}"
         f"{' (' + torch.cuda.get_device_name() + ')' if gpu else ''}; "
         f"default decode workers {workers} ({kind}); plain DataLoader workers {plain_workers}; "
-        f"heap reuse {heap_reuse}"
+        f"heap reuse {heap_reuse}; precisions fp32 {' '.join(precisions)}"
     )
     variants: list[dict[str, object]] = []
     if args.variants:
@@ -267,6 +339,7 @@ def main(argv: list[str] | None = None) -> None:
             for t in ((cpus,) if gpu else sorted({cpus, max(1, cpus - 1)}, reverse=True))
         ]
     rates: dict[str, list[float]] = {}
+    model_ms: dict[str, list[float]] = {}
     runs_of_ours: dict[str, list[Run]] = {}
 
     def record(name: str, value: float) -> None:
@@ -275,41 +348,70 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="predict-bench-") as tmp:
         folder = Path(tmp)
+        os.environ.setdefault("TAGGER_ONNX_CACHE", str(folder / "onnx"))
         bundle = make_bundle(folder)
-        torch_backend = TorchBackend(bundle.create_model(), preprocessing_of(bundle), args.device)
-        # the limit runs the model alone at its best: ONNX Runtime threads may spin there
-        onnx_backend = None if gpu else create_onnx_backend(bundle, threads=cpus)
-        ours_options: dict[str, dict[str, object]] = {"ours": {"device": args.device}}
-        if onnx_backend is not None:
-            ours_options["ours onnx"] = {"backend": "onnx"}
+        if precisions:
+            bundle = check_precisions(bundle, photos, precisions, args.calibration_images)
+        verified = verified_precisions(bundle)
+        decode_ms = decode_core_ms(bundle, photos)
+        print(f"decode alone: {decode_ms:.1f} core-ms per image", flush=True)
+        prep = preprocessing_of(bundle)
+        backends: dict[str, Backend] = {
+            "fp32": TorchBackend(bundle.create_model(), prep, args.device)
+        }
+        # ONNX Runtime threads sleep when idle: the model core-ms of the ideal is its CPU time
+        if not gpu:
+            backends["onnx"] = create_onnx_backend(bundle, threads=cpus, spinning=False)
+        if "bf16" in precisions:
+            backends["bf16"] = TorchBackend(bundle.create_model(), prep, args.device, "bf16")
+        if "int8" in precisions:
+            backends["int8"] = OnnxBackend(cached_int8_export(bundle), prep, cpus, spinning=False)
+        ours_options: dict[str, dict[str, object]] = {
+            "ours": {"device": args.device, "precision": "fp32"}
+        }
+        backend_of = {"ours": "fp32"}
+        if not gpu:
+            ours_options["ours onnx"] = {"backend": "onnx", "precision": "fp32"}
+            backend_of["ours onnx"] = "onnx"
+        for p in precisions:
+            ours_options[f"ours {p}"] = {"device": args.device, "precision": p}
+            backend_of[f"ours {p}"] = p
         for variant in variants:
             name = "variant " + " ".join(f"{k}={v}" for k, v in variant.items())
-            ours_options[name] = {"device": args.device, **variant}
+            ours_options[name] = {"device": args.device, "precision": "fp32", **variant}
+            backend_of[name] = "fp32"
         fused_bundle, gain_kept = (fusion_bundle(bundle, folder) if args.fusion
                                    else (None, float("nan")))  # fmt: skip
         if args.fusion:
             for gate in ("never", "gated", "always"):
-                ours_options[f"fusion {gate}"] = {"device": args.device, "detector": gate}
+                name = f"fusion {gate}"
+                ours_options[name] = {"device": args.device, "precision": "fp32", "detector": gate}
+                backend_of[name] = "fp32"
 
         def bundle_for(name: str) -> Bundle:
             return fused_bundle if name.startswith("fusion") and fused_bundle else bundle
 
-        for name, options in ours_options.items():  # warm caches, the ONNX export, cuDNN once
+        for name, options in ours_options.items():  # warm caches, the ONNX exports, cuDNN once
             time_ours(bundle_for(name), photos[:4], folder, **options)
         for r in range(args.rounds):  # interleaved, so a noisy neighbour hits all alike
             print(f"round {r + 1}", flush=True)
             for name, options in ours_options.items():
-                backend = onnx_backend if options.get("backend") == "onnx" else torch_backend
-                limit: Callable[[], float] = functools.partial(time_limit, backend, len(paths))
+                cpu_ms = model_ms.setdefault(backend_of[name], [])
+                limit: Callable[[], float] = functools.partial(
+                    time_limit, backends[backend_of[name]], len(paths), cpu_ms
+                )
                 before = limit()
                 run = time_ours(bundle_for(name), paths, folder, **options)
                 after = limit()
                 runs_of_ours.setdefault(name, []).append(run)
                 record(name, run.images_per_s)
                 record(f"{name} (limit)", (before + after) / 2)
+                ideal = cpus / ((cpu_ms[-1] + decode_ms) / 1000)
+                record(f"{name} (ideal)", ideal)
                 print(
                     f"    start-up {run.startup_s:.2f} s, CPU {run.cpu_per_image_ms:.1f} ms per "
-                    f"image; limit before {before:.2f}, after {after:.2f}",
+                    f"image; limit before {before:.2f}, after {after:.2f}; model "
+                    f"{cpu_ms[-1]:.1f} + decode {decode_ms:.1f} core-ms -> ideal {ideal:.2f}",
                     flush=True,
                 )
                 if name == "ours":
@@ -327,13 +429,17 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"plain (full decode, DataLoader {plain_workers}):        {median('plain'):8.2f} images/s"
     )
+    print(f"decode alone: {decode_ms:.1f} core-ms per image; model alone (core-ms per image): "
+          + ", ".join(f"{b} {np.median(v):.1f}" for b, v in model_ms.items()))  # fmt: skip
     for name in ours_options:
         startup = np.median([run.startup_s for run in runs_of_ours[name]])
         cpu_ms = np.median([run.cpu_per_image_ms for run in runs_of_ours[name]])
         print(
             f"{name:50s} {median(name):8.2f} images/s = {ratio(name, name + ' (limit)'):.2f} "
-            f"of its limit ({median(name + ' (limit)'):.2f}), {ratio(name, 'plain'):.2f}x plain; "
-            f"start-up {startup:.2f} s, CPU {cpu_ms:.1f} ms per image"
+            f"of its limit ({median(name + ' (limit)'):.2f}), "
+            f"{ratio(name, name + ' (ideal)'):.2f} of its ideal ({median(name + ' (ideal)'):.2f}), "
+            f"{ratio(name, 'plain'):.2f}x plain; start-up {startup:.2f} s, CPU {cpu_ms:.1f} ms "
+            f"per image"
         )
     extra = ""
     if "ours onnx" in rates:
@@ -342,6 +448,17 @@ def main(argv: list[str] | None = None) -> None:
             f"onnx_vs_limit={ratio('ours onnx', 'ours onnx (limit)'):.2f} "
             f"onnx_vs_plain={ratio('ours onnx', 'plain'):.2f}"
         )
+    # the fastest precision whose check passed (fp32, the reference, always counts)
+    candidates = {"fp32": "ours"} | {p: f"ours {p}" for p in precisions if p in verified}
+    best = max(candidates, key=lambda p: median(candidates[p]))
+    unverified = [p for p in precisions if p not in verified]
+    if unverified:
+        print(f"not verified for this bundle (not eligible as best): {', '.join(unverified)}")
+    print(
+        f"best verified precision: {best}, {median(candidates[best]):.2f} images/s = "
+        f"{ratio(candidates[best], 'plain'):.2f}x plain (goal >= 3.5), "
+        f"{ratio(candidates[best], candidates[best] + ' (ideal)'):.2f} of its ideal (goal >= 0.9)"
+    )
     if args.fusion:
         extra += (
             f" fusion_gated_vs_off={ratio('fusion gated', 'fusion never'):.2f}"
@@ -351,7 +468,9 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"RESULT predict_throughput images_per_s={median('ours'):.2f} "
         f"vs_limit={ratio('ours', 'ours (limit)'):.2f} vs_plain={ratio('ours', 'plain'):.2f}"
-        f" device={args.device}{extra}"
+        f" device={args.device}{extra} best_precision={best} "
+        f"best_vs_plain={ratio(candidates[best], 'plain'):.2f} "
+        f"vs_ideal={ratio(candidates[best], candidates[best] + ' (ideal)'):.2f}"
     )
 
 

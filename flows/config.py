@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from flows.crossfit import CrossFitStage
 from flows.tracking import TrackingConfig
+from tagger.calibrate.precision_check import PrecisionCheckConfig
 from tagger.calibrate.thresholds import CalibrationConfig
 from tagger.clean.job import CleanConfig, resolve_clean_paths
 from tagger.data.assembly_job import AssemblyConfig
@@ -90,6 +91,7 @@ class RetrainConfig(BaseModel):
     crossfit: CrossFitStage = CrossFitStage()
     calibrate: CalibrationConfig = CalibrationConfig()
     promotion: PromotionConfig = PromotionConfig()
+    precision: PrecisionCheckConfig = PrecisionCheckConfig()  # bf16 / int8 checked vs fp32
     mlflow: TrackingConfig = TrackingConfig()
     cleaning: CleaningStage = CleaningStage()
     detector: DetectorConfig = DetectorConfig()  # stage 4: detect + fuse (tagger.detect)

@@ -49,6 +49,7 @@ from flows.detect import (
     train_small_object_detector,
 )
 from flows.entry_point import existing_file
+from flows.precision import check_precision, log_precision
 from flows.priors import apply_prior_rules
 from flows.stages import (
     Assembled,
@@ -469,7 +470,11 @@ def retrain(
         trained.checkpoint, calibrated, data, work, demo=cfg.demo is not None,
         priors=priors.rules, detector=detector,
     )  # fmt: skip
+    if cfg.precision.enabled:  # bf16 / int8 against fp32 on the held-out fold (flows/precision.py)
+        bundle = stage(check_precision)(bundle, data, cfg.heldout_fold, cfg.precision, work)
     metrics = stage(log_evaluation)(calibrated, trained, data, tracking)
+    if cfg.precision.enabled:
+        stage(log_precision)(bundle, trained, tracking)
     registered = stage(register_bundle)(bundle, trained, tracking)
     if cfg.promotion.enabled:
         promotion = promote_candidate(

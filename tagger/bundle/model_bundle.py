@@ -16,6 +16,10 @@ Layout (every file but the optional ones is required; sha256 of each is in bundl
                         config, fusion model, gate, and the name of its weights file
     detector.safetensors  detector weights (optional; `tagger.detect`); a pickle is refused
                         unless `trust_pickle=True`, as for the network weights
+    detector.json       detector settings (optional)
+    precision.json      reduced precisions checked against fp32 on held-out images (optional;
+                        `tagger.calibrate.precision_check.PrecisionReport`)
+    int8_calibration.npz  uint8 images [N, S, S, 3] that calibrate int8 quantization (optional)
 
 `load_bundle` also takes an MLflow model URI ("models:/tagger@champion", "models:/tagger/3",
 "runs:/<run>/model"), resolved to a local cached copy by `tagger.bundle.resolve.load_bundle`.
@@ -61,6 +65,8 @@ METRICS_FILE = "metrics.json"
 PRIORS_FILE = "priors.yaml"
 DETECTOR_FILE = "detector.json"
 DETECTOR_WEIGHTS_FILE = "detector.safetensors"
+PRECISION_FILE = "precision.json"
+INT8_CALIBRATION_FILE = "int8_calibration.npz"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
@@ -124,6 +130,8 @@ class Bundle:
         return bool((self.training_data or {}).get("demo", False))
 
     detector_weights: dict[str, torch.Tensor] | None = None  # with `detector` (tagger.detect)
+    precision: dict[str, Any] | None = None  # PRECISION_FILE: the reduced-precision checks
+    calibration_images: np.ndarray | None = None  # INT8_CALIBRATION_FILE: uint8 [N, S, S, 3]
 
     @property
     def tag_ids(self) -> tuple[str, ...]:
@@ -224,6 +232,10 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
         _write_json(tmp / DETECTOR_FILE, detector)
     if bundle.priors is not None:
         write_priors(bundle.priors, tmp / PRIORS_FILE)
+    if bundle.precision is not None:
+        _write_json(tmp / PRECISION_FILE, bundle.precision)
+    if bundle.calibration_images is not None:
+        np.savez_compressed(tmp / INT8_CALIBRATION_FILE, pixels=bundle.calibration_images)
     files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
     meta = {
         "format": BUNDLE_FORMAT,
@@ -291,9 +303,20 @@ def read_bundle(directory: str | Path, trust_pickle: bool = False) -> Bundle:
         path=directory,
         weights_sha256=str(meta["files"].get(str(meta["weights"]), "")),
         training_data=_training_data(meta, directory),
+        precision=_read_json(directory / PRECISION_FILE),
+        calibration_images=_read_pixels(directory / INT8_CALIBRATION_FILE),
     )
     _check_consistent(bundle, directory)
     return bundle
+
+
+def _read_pixels(path: Path) -> np.ndarray | None:
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        if "pixels" not in data:
+            raise BundleError(f"{path}: expected an array named 'pixels'")
+        return np.asarray(data["pixels"])
 
 
 def _read_meta(directory: Path) -> dict[str, Any]:

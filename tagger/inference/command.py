@@ -135,6 +135,13 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
         help="language of tag names (English where a tag has no translation)",
     )
     parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "int8"],
+        default=defaults.precision,
+        help="arithmetic of the model: auto (the fastest this machine supports among those the "
+        "bundle was verified for), fp32, bf16 (CPU bf16 units or CUDA), int8 (ONNX Runtime, CPU)",
+    )
+    parser.add_argument(
         "--trust-pickle",
         action="store_true",
         help="allow a bundle whose weights are a pickle (runs its code!)",
@@ -205,6 +212,7 @@ def run_predict_command(args: argparse.Namespace) -> int:
         "ray_actors": args.ray_actors,
         "backend": args.backend,
         "device": args.device,
+        "precision": args.precision,
         "max_tags": args.max_tags,
         "min_confidence": args.min_confidence,
         "include_parents": args.include_parents,

@@ -43,11 +43,13 @@ from tagger.data.child_processes import worker_initializer
 from tagger.detect.runtime import DetectorRuntime
 from tagger.inference.decoding import Decoded, crashed_decode, decode_input, timed_out_decode
 from tagger.inference.options import InputItem, PredictOptions, WorkerKind
+from tagger.inference.precision import choose_precision
 from tagger.inference.records import PredictionRecord, TagPrediction
 from tagger.inference.rules import RuleStep
 from tagger.inference.runtime import release_free_memory
 from tagger.inference.selection import TagSelector
 from tagger.train.dataset import normalize_images
+from tagger.train.precision import Precision, autocast
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -78,18 +80,27 @@ class TorchBackend:
     """PyTorch inference: BatchNorm folded, channels-last, `torch.inference_mode`, normalisation
     on the device."""
 
-    def __init__(self, model: nn.Module, prep: Preprocessing, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        prep: Preprocessing,
+        device: str = "cpu",
+        precision: Precision = "fp32",
+    ) -> None:
         self.device = torch.device(device)
         model = fold_batch_norm(model.eval())
         self.model = model.to(self.device).to(memory_format=torch.channels_last)
         self.prep = prep
+        self.precision = precision
+        autocast(self.device, precision)  # fails now for a precision torch does not run
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             x = torch.from_numpy(pixels).to(self.device, non_blocking=True)
             x = x.permute(0, 3, 1, 2)  # NHWC memory read as NCHW: a channels-last view, no copy
             x = normalize_images(x, self.prep.mean, self.prep.std)
-            logits = self.model(x.contiguous(memory_format=torch.channels_last))
+            with autocast(self.device, self.precision):
+                logits = self.model(x.contiguous(memory_format=torch.channels_last))
             return torch.sigmoid(logits.float()).cpu().numpy()
 
 
@@ -130,18 +141,31 @@ def create_detector_runtime(bundle: Bundle, options: PredictOptions) -> Detector
     )
 
 
-def create_backend(bundle: Bundle, options: PredictOptions) -> Backend:
-    """The inference backend the options name ("torch" or "onnx")."""
+def create_backend(
+    bundle: Bundle, options: PredictOptions, precision: Precision = "fp32"
+) -> Backend:
+    """The inference backend the options name ("torch" or "onnx") at `precision` (as chosen
+    by `tagger.inference.precision.choose_precision`; int8 always runs on ONNX Runtime)."""
     prep = preprocessing_of(bundle)
-    if options.backend == "onnx":
+    if options.backend == "onnx" or precision == "int8":
         from tagger.inference.onnx_export import create_onnx_backend
 
         # decode workers share the cores: idle ONNX threads must sleep, not spin
         # (and ONNX Runtime's default, one thread per core of the machine, ignores the CPU
         # affinity: under taskset or a container's cpuset it would oversubscribe)
         threads = options.threads or available_cpus()
-        return create_onnx_backend(bundle, threads=threads, spinning=False)
-    return TorchBackend(bundle.create_model(), prep, resolve_device(options.device))
+        model_path = None
+        if precision == "int8":
+            from tagger.inference.quantize import cached_int8_export
+
+            model_path = cached_int8_export(bundle)
+        return create_onnx_backend(bundle, threads=threads, spinning=False, model_path=model_path)
+    return TorchBackend(bundle.create_model(), prep, resolve_device(options.device), precision)
+
+
+def job_device(options: PredictOptions) -> str:
+    """The device the model of a job runs on: ONNX Runtime runs on the CPU."""
+    return resolve_device(options.device) if options.backend == "torch" else "cpu"
 
 
 # ---- the predictor ----------------------------------------------------------------------------
@@ -158,7 +182,10 @@ class Predictor:
         self.prep = preprocessing_of(bundle)
         self.selector = TagSelector(bundle.taxonomy, bundle.thresholds, options)
         self.rules = RuleStep(bundle.taxonomy, bundle.priors, bundle.thresholds)
-        self.backend = create_backend(bundle, options)
+        self.precision = choose_precision(
+            bundle, options.precision, job_device(options), options.backend
+        )
+        self.backend = create_backend(bundle, options, self.precision.precision)
         self.decode_fn = create_decode_fn(bundle, options)
         self.detector = create_detector_runtime(bundle, options)
 
@@ -409,7 +436,7 @@ def predict_items(
     The decode workers start on the first window of images before the model is built, so
     setting up the model (~0.3 s for resnet50) and filling the first batch overlap.
     """
-    device = resolve_device(options.device) if options.backend == "torch" else "cpu"
+    device = job_device(options)
     workers = default_workers(device=device) if options.workers is None else options.workers
     pool = DecodePool(
         create_decode_fn(bundle, options),

@@ -24,6 +24,7 @@ MANIFEST_SUFFIXES = (".parquet",)
 Engine = Literal["local", "ray"]
 Backend = Literal["torch", "onnx"]
 WorkerKind = Literal["thread", "process"]
+PrecisionOption = Literal["auto", "fp32", "bf16", "int8"]
 
 Inputs = str | os.PathLike[str] | Iterable["str | os.PathLike[str] | InputItem"]
 
@@ -50,6 +51,9 @@ class PredictOptions(BaseModel):
         restarted (None = wait for ever; threads cannot be stopped, so they never time out).
       threads: intra-op threads of the backend (None = leave torch's setting / all cores).
       backend: "torch", or "onnx" (exported from the bundle, run by ONNX Runtime).
+      precision: "fp32", "bf16" (torch autocast, CPU with bf16 units or CUDA), "int8" (ONNX
+        Runtime static quantization, CPU), or "auto": the fastest the machine supports among
+        those the bundle's check against fp32 passed (`tagger.inference.precision`).
       device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
       engine: "local" (this process) or "ray" (a pool of model actors on Ray Data).
       ray_actors: model actors for the Ray engine (None = one per 2 CPUs of the cluster).
@@ -70,6 +74,7 @@ class PredictOptions(BaseModel):
     decode_timeout: float | None = Field(default=120.0, gt=0)
     threads: int | None = Field(default=None, ge=1)
     backend: Backend = "torch"
+    precision: PrecisionOption = "auto"
     device: str = "auto"
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
     trust_pickle: bool = False

@@ -45,6 +45,7 @@ from tagger.train.checkpoint import (
 from tagger.train.dataset import AugmentConfig, TaggingDataset, create_loader, normalize_images
 from tagger.train.losses import FocalLossConfig, LossConfig, LossFn, create_loss
 from tagger.train.model import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, create_model
+from tagger.train.precision import bf16_supported
 from tagger.train.sampling import Phi, RepeatFactorSampler, SeededSampler, compute_repeat_factors
 
 # ---------------------------------------------------------------------------------------------
@@ -146,7 +147,9 @@ class TrainConfig(BaseModel):
     output_dir: Path = Path("runs/train")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
-        default="auto", description="auto: bf16 (or fp16 + GradScaler) on CUDA, off on CPU"
+        default="auto",
+        description="auto: bf16 (or fp16 + GradScaler) on CUDA; bf16 on a CPU with bf16 units "
+        "(AVX-512 BF16 / AMX), else off",
     )
     channels_last: bool = True
     grad_clip_norm: float | None = Field(default=5.0, gt=0.0)
@@ -334,8 +337,11 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) 
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+    if amp == "off":
         return None
+    if amp == "auto" and device.type != "cuda":
+        # bf16 units (AVX-512 BF16 / AMX): ~2x the images/s of fp32 (bench/train_throughput.py)
+        return torch.bfloat16 if bf16_supported(device) else None
     if amp == "fp16" and device.type != "cuda":
         raise ValueError("amp 'fp16' needs CUDA; use 'bf16' or 'off' on CPU")
     if amp == "auto":

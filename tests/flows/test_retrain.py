@@ -317,6 +317,21 @@ def test_retrain_flow_registers_and_promotes(
     assert len(records) == 3 and all(r.error is None for r in records)
 
 
+def test_retrain_flow_checks_reduced_precisions(first_run: Any) -> None:
+    """The bundle carries the bf16 / int8 check against fp32 on the held-out fold (issue 15),
+    and the training run has its figures."""
+    from tagger.bundle.model_bundle import read_bundle
+    from tagger.calibrate.precision_check import PrecisionReport
+
+    bundle = read_bundle(first_run.bundle)
+    report = PrecisionReport.model_validate(bundle.precision)
+    assert set(report.checks) == {"bf16", "int8"} and report.images > 0
+    assert bundle.calibration_images is not None and len(bundle.calibration_images) > 0
+    run = MlflowClient(first_run.tracking_uri).get_run(first_run.run_id)
+    assert "precision_bf16_agreement" in run.data.metrics
+    assert run.data.tags["precision_verified"] == ",".join(report.verified)
+
+
 def test_retrain_flow_publishes_the_summary_artifact(first_run: Any) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey

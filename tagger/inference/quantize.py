@@ -1,0 +1,171 @@
+"""int8 inference: the bundle's ONNX export, statically quantized by ONNX Runtime, cached.
+
+`quantize_static` (QDQ format, weights int8 per output channel, activations uint8, min/max
+ranges) is calibrated on a fixed set of images: the bundle's `calibration_images` (drawn from
+the training folds when the bundle was built and verified, see `tagger.inference.precision`),
+read through `ImageCalibrationReader` with the same uint8 -> normalised float conversion as
+the backends. ONNX Runtime runs the QDQ graph on its int8 kernels (VNNI / AMX-INT8 where the
+CPU has them).
+
+Quantized models are cached beside the fp32 exports (`onnx_cache_dir`): the key is the fp32
+export's (weights, model config, size, opset, torch) plus "int8", the digest of the
+calibration images, the quantization settings and the ONNX Runtime version, so a different
+calibration set or runtime never reuses a stale model. Quantization itself is deterministic
+for a given model, calibration set and runtime: the model a job runs is the model the
+bundle's check verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tagger.bundle.model_bundle import Bundle, Preprocessing, preprocessing_of
+from tagger.inference.onnx_export import (
+    DEFAULT_OPSET,
+    INPUT_NAME,
+    cached_export,
+    export_key,
+    onnx_cache_dir,
+)
+
+QUANT_SETTINGS = "qdq;per_channel;act=QUInt8;weight=QInt8;minmax;v1"
+CALIBRATION_BATCH = 8
+
+
+class NoCalibrationImages(ValueError):
+    """int8 needs calibration images, and the bundle has none."""
+
+
+def normalize_pixels(pixels: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """uint8 `[B, S, S, 3]` -> normalised float32 `[B, 3, S, S]` (as the backends do)."""
+    mean = np.asarray(prep.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(prep.std, dtype=np.float32).reshape(1, 3, 1, 1)
+    x = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2), dtype=np.float32)
+    return np.asarray((x / np.float32(255.0) - mean) / std, dtype=np.float32)
+
+
+def calibration_digest(pixels: np.ndarray) -> str:
+    """sha256 (32 hex) of a calibration set: shape and bytes of the uint8 images."""
+    h = hashlib.sha256(f"{pixels.dtype}:{tuple(pixels.shape)}".encode())
+    h.update(np.ascontiguousarray(pixels).tobytes())
+    return h.hexdigest()[:32]
+
+
+def _reader_base() -> type:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    return CalibrationDataReader
+
+
+def calibration_reader(
+    pixels: np.ndarray, prep: Preprocessing, batch: int = CALIBRATION_BATCH
+) -> Any:
+    """An ONNX Runtime `CalibrationDataReader` over uint8 images `[N, S, S, 3]`."""
+
+    class ImageCalibrationReader(_reader_base()):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._batches: Iterator[np.ndarray] = (
+                pixels[i : i + batch] for i in range(0, len(pixels), batch)
+            )
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            chunk = next(self._batches, None)
+            return None if chunk is None else {INPUT_NAME: normalize_pixels(chunk, prep)}
+
+    return ImageCalibrationReader()
+
+
+def check_calibration_images(pixels: np.ndarray | None, prep: Preprocessing) -> np.ndarray:
+    """The calibration images as uint8 `[N, S, S, 3]`, or a clear error."""
+    if pixels is None or len(pixels) == 0:
+        raise NoCalibrationImages(
+            "int8 needs calibration images, and this bundle has none (bundles built before "
+            "precision verification); rebuild it with the retrain flow, or use fp32 / bf16"
+        )
+    s = prep.image_size
+    if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (s, s, 3):
+        raise ValueError(
+            f"calibration images: {pixels.dtype} {pixels.shape}, expected uint8 [N, {s}, {s}, 3]"
+        )
+    return pixels
+
+
+def quantize_onnx(
+    model_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    pixels: np.ndarray,
+    prep: Preprocessing,
+) -> Path:
+    """Quantize an fp32 ONNX model (static, QDQ, per-channel) calibrated on `pixels`."""
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    out_path = Path(out_path)
+    with tempfile.TemporaryDirectory(prefix="tagger-int8-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        # shape inference + graph fusions first, as ONNX Runtime recommends for quantization
+        quant_pre_process(os.fspath(model_path), os.fspath(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            prepared,
+            Path(tmp) / "int8.onnx",
+            calibration_reader(pixels, prep),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"CalibTensorRangeSymmetric": False},
+        )
+        (Path(tmp) / "int8.onnx").replace(out_path)
+    return out_path
+
+
+def int8_key(bundle: Bundle, pixels: np.ndarray, opset: int = DEFAULT_OPSET) -> str:
+    """A digest naming the bundle's int8 model: the fp32 export key, the calibration set, the
+    quantization settings and the ONNX Runtime version."""
+    import onnxruntime
+
+    h = hashlib.sha256(export_key(bundle, opset).encode())
+    h.update(f"precision=int8;calibration={calibration_digest(pixels)}".encode())
+    h.update(f"settings={QUANT_SETTINGS};onnxruntime={onnxruntime.__version__}".encode())
+    return h.hexdigest()[:32]
+
+
+def cached_int8_export(
+    bundle: Bundle,
+    pixels: np.ndarray | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    opset: int = DEFAULT_OPSET,
+) -> Path:
+    """The bundle's int8 ONNX model in the cache, quantized on the first use.
+
+    pixels: calibration images uint8 `[N, S, S, 3]` (default: the bundle's own).
+    """
+    prep = preprocessing_of(bundle)
+    pixels = check_calibration_images(bundle.calibration_images if pixels is None else pixels, prep)
+    folder = onnx_cache_dir(cache_dir)
+    path = folder / f"{int8_key(bundle, pixels, opset)}.int8.onnx"
+    if path.is_file():
+        return path
+    fp32 = cached_export(bundle, cache_dir, opset=opset)
+    tmp = Path(tempfile.mkdtemp(prefix="tagger-int8-", dir=folder))
+    try:
+        quantize_onnx(fp32, tmp / "model.onnx", pixels, prep).replace(path)
+    finally:
+        for leftover in tmp.iterdir():
+            leftover.unlink()
+        tmp.rmdir()
+    return path
