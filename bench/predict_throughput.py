@@ -81,9 +81,10 @@ from tagger.inference.engine import (
 )
 from tagger.inference.onnx_export import OnnxBackend, create_onnx_backend
 from tagger.inference.options import InputItem, PredictOptions
-from tagger.inference.precision import verified_precisions, verify_precisions
+from tagger.inference.precision import verified_precisions
 from tagger.inference.quantize import cached_int8_export
 from tagger.inference.runtime import prefer_heap_reuse
+from tagger.inference.verification import verify_precisions
 from tagger.train.model import ModelConfig, create_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "album_photos"

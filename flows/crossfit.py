@@ -18,7 +18,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict
 
 from flows.caching import stage_dir
-from flows.stages import Assembled
+from flows.stages import Assembled, training_config
 from tagger.train.crossfit import CrossFitConfig
 from tagger.train.training import TrainConfig
 
@@ -56,7 +56,6 @@ def crossfit_predictions(
     config: CrossFitConfig, train: TrainConfig, data: Assembled, work_dir: Path
 ) -> CrossFitted:
     """Train one model per fold group on the other folds; score every image out of fold."""
-    from flows.retrain import training_config
     from tagger.train.crossfit import cross_fit
     from tagger.train.predictions import write_predictions
     from tagger.train.training import load_training_inputs

@@ -37,7 +37,7 @@ def add_precision_check(
     """The bundle at `bundle_dir` with int8 calibration images (a seeded sample of the training
     folds) and the precision check on fold `val_fold`, saved to `out`."""
     from tagger.bundle.model_bundle import read_bundle, save_bundle
-    from tagger.inference.precision import verify_precisions
+    from tagger.inference.verification import verify_precisions
     from tagger.train.precision import manifest_pixels
 
     bundle = read_bundle(bundle_dir)

@@ -58,6 +58,7 @@ from flows.stages import (
     Registered,
     RetrainSummary,
     Trained,
+    training_config,
 )
 from flows.summary import headline_metrics, mlflow_ui_hint, summary_markdown
 from flows.tracking import Tracking, ensure_experiment, mlflow_uris, resolve_tracking
@@ -134,19 +135,6 @@ def assemble_data(config: AssemblyConfig, sources: list[Path], work_dir: Path) -
         problems=outputs.problems,
         images=outputs.images,
         problem_count=problems,
-    )
-
-
-def training_config(config: TrainConfig, data: Assembled, out_dir: Path) -> TrainConfig:
-    """`config` reading the assembled manifest, cache and taxonomy, writing into `out_dir`."""
-    updates = {
-        "manifest": data.manifest,
-        "cache_dir": data.cache_dir,
-        "cache_size": data.cache_size,
-        "taxonomy": data.taxonomy,
-    }
-    return config.model_copy(
-        update={"data": config.data.model_copy(update=updates), "output_dir": out_dir}
     )
 
 

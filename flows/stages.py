@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from tagger.train.training import TrainConfig
+
 
 class Assembled(BaseModel):
     """The assembled data set: manifest, resized-image cache, report."""
@@ -115,3 +117,16 @@ class Cleaned(BaseModel):
     issues_per_tag: Path
     issues_per_source: Path
     summary: dict[str, Any]
+
+
+def training_config(config: TrainConfig, data: Assembled, out_dir: Path) -> TrainConfig:
+    """`config` reading the assembled manifest, cache and taxonomy, writing into `out_dir`."""
+    updates = {
+        "manifest": data.manifest,
+        "cache_dir": data.cache_dir,
+        "cache_size": data.cache_size,
+        "taxonomy": data.taxonomy,
+    }
+    return config.model_copy(
+        update={"data": config.data.model_copy(update=updates), "output_dir": out_dir}
+    )

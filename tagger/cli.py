@@ -190,7 +190,12 @@ class _DefaultsHelp(argparse.RawDescriptionHelpFormatter):
 
 
 def add_priors_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="priors_command", required=True, metavar="ACTION")
+    sub = parser.add_subparsers(
+        dest="priors_command",
+        required=True,
+        metavar="ACTION",
+        help="mine: candidate rules for review",
+    )
     mine = sub.add_parser(
         "mine",
         help="mine candidate implications and exclusions from a manifest (known cells only)",

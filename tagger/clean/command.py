@@ -105,7 +105,11 @@ def add_clean_arguments(parser: argparse.ArgumentParser) -> None:
         help="competitor_api mapping YAML (default: match tag names and aliases)",
     )
     parser.add_argument(
-        "--feedback", type=_existing_file, nargs="+", default=[], help="feedback JSONL files"
+        "--feedback",
+        type=_existing_file,
+        nargs="+",
+        default=None,
+        help="feedback JSONL files (default: none)",
     )
     parser.add_argument(
         "--max-per-tag", type=_positive_int, help="queue items per tag (default: 50)"
@@ -167,7 +171,10 @@ def run_clean_command(args: argparse.Namespace) -> int:
 def add_review_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = _Formatter
     parser.epilog = REVIEW_EXAMPLE
-    sub = parser.add_subparsers(dest="review_command", required=True, metavar="ACTION")
+    sub = parser.add_subparsers(
+        dest="review_command", required=True, metavar="ACTION",
+        help="export: the queue for annotators; import: their decisions -> a new manifest",
+    )  # fmt: skip
     export = sub.add_parser(
         "export",
         help="contact sheet + Label Studio tasks from a clean output folder",

@@ -139,7 +139,8 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "fp32", "bf16", "int8"],
         default=defaults.precision,
         help="arithmetic of the model: auto (the fastest this machine supports among those the "
-        "bundle was verified for), fp32, bf16 (CPU bf16 units or CUDA), int8 (ONNX Runtime, CPU)",
+        "bundle was verified for), fp32, bf16 (CPU bf16 units or CUDA), int8 (ONNX Runtime, CPU) "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--trust-pickle",

@@ -123,7 +123,8 @@ def test_retrain_config_has_a_crossfit_section(tmp_path: Path) -> None:
 def test_calibrate_stage_reads_the_oof_file_and_checks_on_the_final_model(
     data: tuple[SyntheticData, Assembled], tmp_path: Path
 ) -> None:
-    from flows.retrain import calibrate_thresholds, training_config
+    from flows.retrain import calibrate_thresholds
+    from flows.stages import training_config
     from tagger.calibrate.thresholds import CalibrationConfig, read_thresholds
     from tagger.train.training import load_training_inputs, train
 

@@ -36,13 +36,14 @@ from tagger.inference.command import add_predict_arguments
 from tagger.inference.engine import Predictor, TorchBackend, preprocessing_of
 from tagger.inference.onnx_export import export_key
 from tagger.inference.options import PredictOptions
-from tagger.inference.precision import choose_precision, verify_precisions
+from tagger.inference.precision import choose_precision
 from tagger.inference.quantize import (
     NoCalibrationImages,
     cached_int8_export,
     calibration_digest,
     int8_key,
 )
+from tagger.inference.verification import verify_precisions
 from tagger.train.precision import CpuSupport, autocast, cpu_flags, manifest_pixels
 from tagger.train.training import _amp_dtype
 from tests.tagger.bundle_fixtures import make_bundle
