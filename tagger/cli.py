@@ -20,6 +20,14 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tagger.arguments import (
+    HelpFormatter,
+    at_least_one,
+    non_negative_int,
+    positive,
+    positive_int,
+    unit,
+)
 from tagger.clean.command import (  # no torch
     add_clean_arguments,
     add_review_arguments,
@@ -144,51 +152,6 @@ and <out stem>.csv with every candidate. Nothing is applied: copy accepted rules
 label_system/data/priors.yaml."""
 
 
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return number
-
-
-def _non_negative_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return number
-
-
-def _unit(value: str) -> float:
-    number = float(value)
-    if not 0.0 < number <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return number
-
-
-def _at_least_one(value: str) -> float:
-    number = float(value)
-    if number < 1.0:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return number
-
-
-def _positive(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return number
-
-
-class _DefaultsHelp(argparse.RawDescriptionHelpFormatter):
-    """Shows each option's default (when it has one) and keeps the epilog's line breaks."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if action.default not in (None, [], argparse.SUPPRESS) and action.option_strings:
-            text += " (default: %(default)s)"
-        return text
-
-
 def add_priors_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(
         dest="priors_command",
@@ -202,7 +165,7 @@ def add_priors_arguments(parser: argparse.ArgumentParser) -> None:
         description="Mine candidate prior rules (A -> B, A / B) from the known cells of an "
         "assembled manifest and optional label-only tables; write them for review.",
         epilog=MINE_EXAMPLE,
-        formatter_class=_DefaultsHelp,
+        formatter_class=HelpFormatter,
     )
     mine.add_argument("manifest", help="assembled manifest Parquet")
     mine.add_argument("--out", default="priors_mined.yaml", help="review YAML to write")
@@ -218,25 +181,25 @@ def add_priors_arguments(parser: argparse.ArgumentParser) -> None:
     )
     mine.add_argument(
         "--min-support",
-        type=_positive_int,
+        type=positive_int,
         default=10,
         help="images with both tags positive (implications)",
     )
-    mine.add_argument("--min-confidence", type=_unit, default=0.9, help="P(B | A)")
-    mine.add_argument("--min-lift", type=_at_least_one, default=1.5, help="P(B | A) / P(B)")
+    mine.add_argument("--min-confidence", type=unit, default=0.9, help="P(B | A)")
+    mine.add_argument("--min-lift", type=at_least_one, default=1.5, help="P(B | A) / P(B)")
     mine.add_argument(
         "--min-expected",
-        type=_positive,
+        type=positive,
         default=5.0,
         help="co-occurrences independence predicts (exclusions)",
     )
     mine.add_argument(
         "--max-cooccurrence",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=0,
         help="co-occurrences an exclusion may still have (label noise)",
     )
-    mine.add_argument("--max-candidates", type=_positive_int, default=50, help="per kind")
+    mine.add_argument("--max-candidates", type=positive_int, default=50, help="per kind")
 
 
 def _label_tables(values: list[str]) -> list[tuple[Path, str]]:
@@ -366,25 +329,6 @@ EPILOGS: dict[str, str] = {
     "train": "example:\n  tagger train train.yaml --resume",
     "predict": PREDICT_EPILOG,
 }
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Epilogs as written; every option's help ends with its default when it has one (None and
-    off switches have none: their help says what happens)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        default = action.default
-        if (
-            "%(default)" in text
-            or not action.option_strings
-            or action.required
-            or default is None
-            or default is False
-            or default is argparse.SUPPRESS
-        ):
-            return text
-        return f"{text} (default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from tagger.arguments import (
+    HelpFormatter,
+    existing_dir,
+    existing_file,
+    positive_int,
+    probability,
+)
+
 CLEAN_EXAMPLE = """example:
   tagger clean work/assembled/manifest.parquet work/crossfit/oof_predictions.parquet \\
       --output-dir work/clean --api-json api/predictions.jsonl --api-images api/images \\
@@ -27,96 +35,50 @@ REVIEW_EXAMPLE = """examples:
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Examples kept as written; a default shown where the option has one."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text:
-            return text
-        return text + " (default: %(default)s)"
-
-
-def _existing_file(value: str) -> Path:
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{value}: no such file")
-    return path.resolve()
-
-
-def _existing_dir(value: str) -> Path:
-    path = Path(value).expanduser()
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{value}: no such folder")
-    return path.resolve()
-
-
-def _unit_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is outside 0..1")
-    return number
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return number
-
-
 # ---- tagger clean --------------------------------------------------------------------------------
 
 
 def add_clean_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = _Formatter
+    parser.formatter_class = HelpFormatter
     parser.epilog = CLEAN_EXAMPLE
-    parser.add_argument("manifest", type=_existing_file, help="manifest Parquet")
+    parser.add_argument("manifest", type=existing_file, help="manifest Parquet")
     parser.add_argument(
-        "predictions", type=_existing_file, help="out-of-fold predictions Parquet (cross-fit)"
+        "predictions", type=existing_file, help="out-of-fold predictions Parquet (cross-fit)"
     )
     parser.add_argument("--output-dir", type=Path, required=True, help="where everything goes")
-    parser.add_argument("--config", type=_existing_file, help="clean config YAML (CleanConfig)")
+    parser.add_argument("--config", type=existing_file, help="clean config YAML (CleanConfig)")
     parser.add_argument(
-        "--taxonomy", type=_existing_file, help="taxonomy YAML (default: the shipped one)"
+        "--taxonomy", type=existing_file, help="taxonomy YAML (default: the shipped one)"
     )
     parser.add_argument(
-        "--top-k", type=_positive_int, help="model pseudo labels per image (default: 5)"
+        "--top-k", type=positive_int, help="model pseudo labels per image (default: 5)"
     )
     parser.add_argument(
-        "--min-confidence", type=_unit_float, help="model pseudo-label confidence (default: 0.5)"
+        "--min-confidence", type=probability, help="model pseudo-label confidence (default: 0.5)"
     )
     parser.add_argument(
         "--auto-accept",
         action="store_true",
         help="apply pseudo labels where model and API agree (default: all go to review)",
     )
-    parser.add_argument("--api-json", type=_existing_file, help="API predictions JSON(L)")
-    parser.add_argument("--api-images", type=_existing_dir, help="folder of the API's images")
+    parser.add_argument("--api-json", type=existing_file, help="API predictions JSON(L)")
+    parser.add_argument("--api-images", type=existing_dir, help="folder of the API's images")
     parser.add_argument(
         "--api-mapping",
-        type=_existing_file,
+        type=existing_file,
         help="competitor_api mapping YAML (default: match tag names and aliases)",
     )
     parser.add_argument(
         "--feedback",
-        type=_existing_file,
+        type=existing_file,
         nargs="+",
         default=None,
         help="feedback JSONL files (default: none)",
     )
     parser.add_argument(
-        "--max-per-tag", type=_positive_int, help="queue items per tag (default: 50)"
+        "--max-per-tag", type=positive_int, help="queue items per tag (default: 50)"
     )
-    parser.add_argument(
-        "--max-items", type=_positive_int, help="queue items in all (default: 1000)"
-    )
+    parser.add_argument("--max-items", type=positive_int, help="queue items in all (default: 1000)")
 
 
 def clean_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -169,7 +131,7 @@ def run_clean_command(args: argparse.Namespace) -> int:
 
 
 def add_review_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = _Formatter
+    parser.formatter_class = HelpFormatter
     parser.epilog = REVIEW_EXAMPLE
     sub = parser.add_subparsers(
         dest="review_command", required=True, metavar="ACTION",
@@ -178,38 +140,38 @@ def add_review_arguments(parser: argparse.ArgumentParser) -> None:
     export = sub.add_parser(
         "export",
         help="contact sheet + Label Studio tasks from a clean output folder",
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
         epilog=REVIEW_EXAMPLE,
     )
-    export.add_argument("clean_dir", type=_existing_dir, help="a `tagger clean` output folder")
+    export.add_argument("clean_dir", type=existing_dir, help="a `tagger clean` output folder")
     export.add_argument("--output-dir", type=Path, required=True)
     export.add_argument(
-        "--taxonomy", type=_existing_file, help="taxonomy YAML (default: the shipped one)"
+        "--taxonomy", type=existing_file, help="taxonomy YAML (default: the shipped one)"
     )
-    export.add_argument("--top", type=_positive_int, help="only the first N queue items")
+    export.add_argument("--top", type=positive_int, help="only the first N queue items")
     export.add_argument(
         "--thumbnails", choices=["embed", "relative"], default="embed", help="thumbnail images"
     )
-    export.add_argument("--thumb-size", type=_positive_int, default=160, help="pixels")
+    export.add_argument("--thumb-size", type=positive_int, default=160, help="pixels")
     export.add_argument(
         "--image-url",
         default="/data/local-files/?d={path}",
         help="Label Studio image URL template ({path}, {image_id})",
     )
-    export.add_argument("--image-root", type=_existing_dir, help="{path} is relative to this")
+    export.add_argument("--image-root", type=existing_dir, help="{path} is relative to this")
     imp = sub.add_parser(
         "import",
         help="reviewed decisions (Label Studio JSON export or CSV) -> a new manifest version",
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
         epilog=REVIEW_EXAMPLE,
     )
-    imp.add_argument("decisions", type=_existing_file, help="Label Studio JSON export or CSV")
+    imp.add_argument("decisions", type=existing_file, help="Label Studio JSON export or CSV")
     imp.add_argument(
-        "--manifest", type=_existing_file, required=True, help="the manifest that was reviewed"
+        "--manifest", type=existing_file, required=True, help="the manifest that was reviewed"
     )
     imp.add_argument("--output-dir", type=Path, required=True, help="folder of the new version")
     imp.add_argument(
-        "--taxonomy", type=_existing_file, help="taxonomy YAML (default: the shipped one)"
+        "--taxonomy", type=existing_file, help="taxonomy YAML (default: the shipped one)"
     )
     imp.add_argument(
         "--format",
