@@ -105,22 +105,11 @@ def manifest_pixels(
 ) -> np.ndarray:
     """The eval view of the manifest's rows as uint8 `[N, S, S, 3]` (what a prediction job
     feeds its backend), read from the cache like `tagger.train.predictions.predict_manifest`."""
-    from tagger.train.dataset import TaggingDataset, create_loader
+    from tagger.train.predictions import eval_loader
 
-    n = len(manifest)
     size = int(preprocessing["image_size"])
-    if n == 0:
+    if len(manifest) == 0:
         return np.zeros((0, size, size, 3), dtype=np.uint8)
-    no_labels = np.zeros((n, 1), dtype=np.float32)
-    dataset = TaggingDataset(
-        manifest["path"].tolist(),
-        manifest["content_hash"].fillna("").tolist(),
-        no_labels,
-        no_labels.astype(bool),
-        image_size=size,
-        cache_dir=cache_dir,
-        eval_fit=preprocessing.get("resize", "squash"),
-    )
-    loader = create_loader(dataset, batch_size=batch_size, num_workers=0)
+    loader = eval_loader(manifest, preprocessing, cache_dir=cache_dir, batch_size=batch_size)
     chunks = [batch[0].permute(0, 2, 3, 1).contiguous().numpy() for batch in loader]
     return np.concatenate(chunks).astype(np.uint8, copy=False)

@@ -64,6 +64,29 @@ def predict_probs(
     return np.concatenate(out).astype(np.float32, copy=False)
 
 
+def eval_loader(
+    manifest: pd.DataFrame,
+    preprocessing: dict[str, Any],
+    *,
+    cache_dir: Path | None = None,
+    batch_size: int = 32,
+    num_workers: int = 0,
+) -> Iterable[Any]:
+    """Batches of the manifest's rows in row order, as uint8 images `[B, 3, S, S]` in the
+    bundle's eval view (`preprocessing`: image_size, resize), read from the resized cache."""
+    no_labels = np.zeros((len(manifest), 1), dtype=np.float32)
+    dataset = TaggingDataset(
+        manifest["path"].tolist(),
+        manifest["content_hash"].fillna("").tolist(),
+        no_labels,
+        no_labels.astype(bool),
+        image_size=int(preprocessing["image_size"]),
+        cache_dir=cache_dir,
+        eval_fit=preprocessing.get("resize", "squash"),
+    )
+    return create_loader(dataset, batch_size=batch_size, num_workers=num_workers)
+
+
 def predict_manifest(
     model: nn.Module,
     manifest: pd.DataFrame,
@@ -75,18 +98,9 @@ def predict_manifest(
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """Probabilities `[N, num_tags]` for the manifest's rows, in row order (the eval view)."""
-    n = len(manifest)
-    no_labels = np.zeros((n, 1), dtype=np.float32)
-    dataset = TaggingDataset(
-        manifest["path"].tolist(),
-        manifest["content_hash"].fillna("").tolist(),
-        no_labels,
-        no_labels.astype(bool),
-        image_size=int(preprocessing["image_size"]),
-        cache_dir=cache_dir,
-        eval_fit=preprocessing.get("resize", "squash"),
+    loader = eval_loader(
+        manifest, preprocessing, cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers
     )
-    loader = create_loader(dataset, batch_size=batch_size, num_workers=num_workers)
     return predict_probs(
         model, loader, mean=preprocessing["mean"], std=preprocessing["std"], device=device
     )
