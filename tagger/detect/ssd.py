@@ -27,7 +27,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from tagger.detect.detections import Backend, Detections, DetectorConfig
 from tagger.detect.targets import BoxTargets
-from tagger.detect.training_data import TrainingImages, training_batches
+from tagger.detect.training_data import Batch, TrainingImages, optimize
 
 MASKED_LOGIT = -1e4  # an uncovered class: far below any real logit, finite (no NaN in the loss)
 TINY_CHANNELS = (32, 48, 64, 96, 128)  # stem, then feature maps at strides 8, 16, 32, 64
@@ -205,11 +205,8 @@ def train_ssd(
     device = torch.device(config.device)
     model.to(device).train()
     images = TrainingImages.load(targets.subset(targets.useful()), size)
-    train = config.training
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    generator = np.random.default_rng(train.seed)
-    torch.manual_seed(train.seed)
-    for step, batch in enumerate(training_batches(images, train, generator), start=1):
+
+    def batch_loss(batch: Batch) -> Tensor:
         tensors = [torch.from_numpy(np.array(p)).permute(2, 0, 1).float().div_(255.0).to(device)
                    for p in batch.pixels]  # fmt: skip
         batch_targets = [
@@ -221,12 +218,9 @@ def train_ssd(
             for b, c, m in zip(batch.boxes, batch.classes, batch.covered, strict=True)
         ]
         losses = model(tensors, batch_targets)
-        loss = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if on_step is not None:
-            on_step(step, float(loss.detach()))
+        return sum(losses.values())
+
+    optimize(model, images, config.training, batch_loss, on_step=on_step)
     return SSDDetector(model.cpu(), targets.tag_ids, taxonomy_tag_ids, config)
 
 

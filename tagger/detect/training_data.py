@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torch import nn
 
 from tagger.data.images import ImageError, load_rgb_square
 from tagger.detect.detections import DetectorTraining
@@ -88,3 +90,31 @@ def _flip(boxes: np.ndarray) -> np.ndarray:
     out = boxes.copy()
     out[:, 0], out[:, 2] = 1.0 - boxes[:, 2], 1.0 - boxes[:, 0]
     return out
+
+
+def optimize(
+    model: nn.Module,
+    images: TrainingImages,
+    train: DetectorTraining,
+    batch_loss: Callable[[Batch], torch.Tensor],
+    *,
+    on_step: Callable[[int, float], None] | None = None,
+    clip_norm: float | None = None,
+) -> None:
+    """AdamW over `training_batches(images, train)` (seeded by `train.seed`), minimising
+    `batch_loss(batch)`; the backends differ only in how a batch becomes a loss.
+
+    on_step(step, loss) reports progress (the flow logs it).
+    """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    generator = np.random.default_rng(train.seed)
+    torch.manual_seed(train.seed)
+    for step, batch in enumerate(training_batches(images, train, generator), start=1):
+        loss = batch_loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        optimizer.step()
+        if on_step is not None:
+            on_step(step, float(loss.detach()))

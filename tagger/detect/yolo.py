@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from tagger.detect.detections import Backend, Detections, DetectorConfig
 from tagger.detect.targets import BoxTargets
-from tagger.detect.training_data import TrainingImages, training_batches
+from tagger.detect.training_data import Batch, TrainingImages, optimize
 from tagger.detect.weights import read_state_dict
 
 DEFAULT_CONFIG_DIR = Path.home() / ".cache" / "album-tagger" / "ultralytics"
@@ -179,11 +179,8 @@ def train_yolo(
             "on partly covering images, or fewer tags"
         )
     images = TrainingImages.load(targets.subset(rows), size)
-    train = config.training
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    rng = np.random.default_rng(train.seed)
-    torch.manual_seed(train.seed)
-    for step, batch in enumerate(training_batches(images, train, rng), start=1):
+
+    def batch_loss(batch: Batch) -> Tensor:
         pixels = np.stack([np.ascontiguousarray(p) for p in batch.pixels])
         img = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0).to(device)
         counts = [len(c) for c in batch.classes]
@@ -201,13 +198,9 @@ def train_yolo(
             "bboxes": torch.from_numpy(xywh).to(device),
         }
         loss, _ = model.loss(labels)  # type: ignore[operator]
-        loss = loss.sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
-        if on_step is not None:
-            on_step(step, float(loss.detach()))
+        return loss.sum()
+
+    optimize(model, images, config.training, batch_loss, on_step=on_step, clip_norm=10.0)
     return YoloDetector(model.cpu(), targets.tag_ids, taxonomy_tag_ids, config)
 
 
