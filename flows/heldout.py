@@ -21,6 +21,7 @@ from tagger.calibrate.evaluation import EvalData
 from tagger.calibrate.thresholds import read_thresholds
 from tagger.data.images import hash_file
 from tagger.data.manifest import read_manifest
+from tagger.inference.rules import RuleStep
 from tagger.train.checkpoint import read_checkpoint_meta, read_checkpoint_weights
 from tagger.train.model import ModelConfig, create_model
 from tagger.train.predictions import Predictions, predict_manifest, write_predictions
@@ -105,17 +106,6 @@ def training_data_of(manifest: pd.DataFrame, demo: bool) -> dict[str, Any]:
     }
 
 
-def apply_bundle_priors(bundle: Bundle, probs: np.ndarray) -> np.ndarray:
-    """The scores the bundle thresholds at prediction time: its prior rules applied with its
-    thresholds (as `tagger.inference.rules.RuleStep`); the probs as they are without rules."""
-    if bundle.priors is None:
-        return probs
-    from tagger.priors.apply import apply_priors, compile_rules
-
-    thresholds = np.clip(bundle.thresholds, 1e-6, 1.0)
-    return apply_priors(probs, compile_rules(bundle.taxonomy, bundle.priors), thresholds).scores
-
-
 def heldout_eval(
     manifest: Path, cache_dir: Path, taxonomy: Path | None, val_fold: int
 ) -> tuple[EvalData, Callable[[Bundle], np.ndarray]]:
@@ -132,6 +122,8 @@ def heldout_eval(
             cache_dir=cache_dir,
             batch_size=EVAL_BATCH,
         )
-        return apply_bundle_priors(bundle, probs)
+        # the scores the bundle thresholds at prediction time: its prior rules applied
+        scores, _ = RuleStep(bundle.taxonomy, bundle.priors, bundle.thresholds)(probs)
+        return scores
 
     return data, predict_fn
