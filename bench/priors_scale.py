@@ -13,17 +13,22 @@ transposed `[N, T]` view, as bench/calibrate_scale.py does), thresholds at each 
 
 The 4 GB score matrix is never held at once: rows are drawn, the rules applied (timed) and the
 output checked for violations of every hard rule at the thresholds (not timed), one chunk at a
-time. Calibration (`tagger.calibrate.thresholds.calibrate_thresholds`, precision policy) is timed
+time. Each chunk is applied twice: as the retrain flow's priors stage does (`explain=False`,
+scores only: the headline `seconds`) and as the predictor does (`explain=True`, also which rule
+changed each cell); both must give the same scores. `apply_priors` works on `--threads` chunks at
+once (default: the CPUs this process may use); calibration is numpy on one thread.
+Calibration (`tagger.calibrate.thresholds.calibrate_thresholds`, precision policy) is timed
 on `--calib-images` rows of the same distribution and scaled linearly to `--images` (its sort
 grows as N log N, so the linear scaling understates calibration and overstates the ratio).
 
 Last line: RESULT priors_scale seconds=<apply> ratio_to_calibration=<apply / calibration>
-consistent=<true|false>
+consistent=<true|false> explain_seconds=<x> explain_ratio=<x> threads=<n>
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -114,12 +119,7 @@ def main() -> None:
     )
     parser.add_argument("--calib-images", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--no-explain",
-        dest="explain",
-        action="store_false",
-        help="skip which-rule bookkeeping (the flow's batch path; the predictor explains)",
-    )
+    parser.add_argument("--threads", type=int, default=None, help="apply_priors threads")
     args = parser.parse_args()
     prefer_heap_reuse()  # large temporaries reused, not faulted in anew (as the CLI does)
     rng = np.random.default_rng(args.seed)
@@ -138,21 +138,25 @@ def main() -> None:
         dtype=np.float32,
     )
 
-    apply_s, bad = 0.0, {"implies": 0, "excludes": 0}
-    changed = 0
+    apply_s, explain_s, bad = 0.0, 0.0, {"implies": 0, "excludes": 0}
+    changed, same = 0, True
     for r0 in range(0, args.images, args.chunk):
         _, tag_major = draw_scores(min(args.chunk, args.images - r0), prevalence, rng)
         scores = tag_major.T  # [n, T], tag-major in memory as the calibration benchmark's
+        kw = {"chunk_rows": args.apply_rows, "threads": args.threads}
         start = time.perf_counter()
-        out = apply_priors(
-            scores, rules, thresholds, explain=args.explain, chunk_rows=args.apply_rows
-        ).scores
+        out = apply_priors(scores, rules, thresholds, explain=False, **kw).scores
         apply_s += time.perf_counter() - start
+        start = time.perf_counter()
+        explained = apply_priors(scores, rules, thresholds, explain=True, **kw).scores
+        explain_s += time.perf_counter() - start
+        same = same and bool((explained == out).all())
         for k, v in violations(out, rules, thresholds).items():
             bad[k] += v
         changed += int((out != scores).sum())
     print(f"apply: {args.images:,} x {args.tags:,} in {apply_s:.1f}s "
-          f"({args.images / apply_s:,.0f} images/s); cells changed {changed:,}; "
+          f"({args.images / apply_s:,.0f} images/s), {explain_s:.1f}s with which-rule "
+          f"bookkeeping (same scores: {same}); cells changed {changed:,}; "
           f"violations after {bad}")  # fmt: skip
 
     m = min(args.calib_images, args.images)
@@ -167,10 +171,12 @@ def main() -> None:
     calib_s = calib_sample * args.images / m
     print(f"calibration: {m:,} x {args.tags:,} in {calib_sample:.1f}s -> {calib_s:.1f}s scaled "
           f"linearly to {args.images:,} images")  # fmt: skip
-    consistent = bad == {"implies": 0, "excludes": 0}
+    consistent = bad == {"implies": 0, "excludes": 0} and same
+    threads = args.threads or len(os.sched_getaffinity(0))
     print(
         f"RESULT priors_scale seconds={apply_s:.2f} ratio_to_calibration={apply_s / calib_s:.3f} "
-        f"consistent={str(consistent).lower()}"
+        f"consistent={str(consistent).lower()} explain_seconds={explain_s:.2f} "
+        f"explain_ratio={explain_s / calib_s:.3f} threads={threads}"
     )
 
 

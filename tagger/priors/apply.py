@@ -40,8 +40,10 @@ calibration then refines; see flows/priors.py.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -53,7 +55,7 @@ from label_system.taxonomy import Taxonomy
 RuleKind = Literal["parent", "implies", "excludes"]
 HALF = np.float32(0.5)
 BELOW_HALF = np.nextafter(HALF, np.float32(0.0))  # the largest float32 below 0.5: "absent"
-DEFAULT_CHUNK_ROWS = 4096  # tag-major rows of 16 KB: the working set stays in cache
+DEFAULT_CHUNK_ROWS = 512  # tag-major rows of 2 KB: a chunk's arrays stay in a core's cache
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,75 @@ class Rule:
     weight: float = 1.0
 
 
+@dataclass(frozen=True)
+class Level:
+    """Steps that read only rows final before them, so they run as one vectorised pass.
+
+    targets `[B]`: the rows the level writes, those with more inputs first; columns: the k-th
+    input of every target that has one (the first `len(inputs)` targets) with its weight
+    `[m, 1]` float32 (None when all are 1), so that a level reduces in as many passes as its
+    widest target has inputs.
+    """
+
+    targets: np.ndarray
+    columns: tuple[tuple[np.ndarray, np.ndarray | None], ...]
+
+    @classmethod
+    def of(cls, groups: list[tuple[int, np.ndarray, np.ndarray]]) -> Level:
+        """A level from (target, input rows, weights) groups, each with at least one input."""
+        groups = sorted(groups, key=lambda g: -len(g[1]))
+        columns = []
+        for k in range(len(groups[0][1])):
+            have = [g for g in groups if len(g[1]) > k]
+            inputs = np.asarray([g[1][k] for g in have], dtype=np.int64)
+            ws = np.asarray([g[2][k] for g in have], dtype=np.float32)[:, None]
+            columns.append((inputs, None if (ws == 1).all() else ws))
+        return cls(np.asarray([g[0] for g in groups], dtype=np.int64), tuple(columns))
+
+
+@dataclass(frozen=True)
+class Exclusions:
+    """The excluded pairs as arrays: sides `a`, `b` `[P]`, weights and hardness `[P, 1]`.
+
+    Each pair can cap either side, so its caps come as 2P rows (b's, then a's) with the tag that
+    won each (`winners`); `capped` reduces those rows per capped tag.
+    """
+
+    a: np.ndarray
+    b: np.ndarray
+    weights: np.ndarray
+    hard: np.ndarray
+    winners: np.ndarray
+    capped: Level
+
+
+def _levels(steps: list[tuple[int, np.ndarray, np.ndarray]]) -> list[Level]:
+    """`steps` (target, input rows, weights), each after the steps whose targets it reads,
+    grouped into levels: a step's level is one more than its inputs' highest (a step without
+    inputs changes nothing and is left out)."""
+    steps = [step for step in steps if len(step[1])]
+    depth: dict[int, int] = {}
+    for target, inputs, _ in steps:
+        depth[target] = 1 + max((depth.get(i, 0) for i in inputs.tolist()), default=0)
+    grouped: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = defaultdict(list)
+    for step in steps:
+        grouped[depth[step[0]]].append(step)
+    return [Level.of(grouped[d]) for d in sorted(grouped)]
+
+
+def _exclusions(pairs: list[tuple[int, int, float]]) -> Exclusions | None:
+    if not pairs:
+        return None
+    a = np.asarray([p[0] for p in pairs], dtype=np.int64)
+    b = np.asarray([p[1] for p in pairs], dtype=np.int64)
+    w = np.asarray([p[2] for p in pairs], dtype=np.float32)[:, None]
+    rows: dict[int, list[int]] = defaultdict(list)  # capped tag -> its rows among the 2P
+    for row, tag in enumerate(np.concatenate([b, a]).tolist()):
+        rows[tag].append(row)
+    capped = Level.of([(t, np.asarray(r), np.ones(len(r), np.float32)) for t, r in rows.items()])
+    return Exclusions(a, b, w, w >= 1, np.concatenate([a, b]).astype(np.int32), capped)
+
+
 @dataclass
 class RuleSet:
     """Rules compiled for `apply_priors`: closure index lists and exclusion pairs.
@@ -78,6 +149,9 @@ class RuleSet:
     relift_tags, relift_steps: the tags a cap can reach and the tags they imply, and their lift
       steps (lifted again after the caps);
     pairs: exclusion (a, b, weight).
+    lift_levels, relift_levels, cap_levels: the same steps grouped into levels (`Level`): the
+      steps of one level depend only on earlier levels, so each level is one vectorised pass;
+    exclusion: the pairs as arrays (`Exclusions`).
     """
 
     tag_ids: tuple[str, ...]
@@ -90,6 +164,10 @@ class RuleSet:
     relift_steps: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
     pairs: list[tuple[int, int, float]] = field(default_factory=list)
     via_rule: dict[tuple[int, int], bool] = field(default_factory=dict)
+    lift_levels: list[Level] = field(default_factory=list)
+    relift_levels: list[Level] = field(default_factory=list)
+    cap_levels: list[Level] = field(default_factory=list)
+    exclusion: Exclusions | None = None
 
     @property
     def num_tags(self) -> int:
@@ -225,6 +303,10 @@ def build_rule_set(tag_ids: Iterable[str], rules: Iterable[Rule]) -> RuleSet:
     rs.relift_tags = np.asarray(sorted(reach), dtype=np.int64)
     rs.relift_steps = [step for step in rs.lift_steps if step[0] in reach]
     rs.pairs = [(r.a, r.b, r.weight) for r in rules if r.kind == "excludes" and r.weight > 0]
+    rs.lift_levels = _levels(rs.lift_steps)
+    rs.relift_levels = _levels(rs.relift_steps)
+    rs.cap_levels = _levels(rs.cap_steps)
+    rs.exclusion = _exclusions(rs.pairs)
     return rs
 
 
@@ -298,13 +380,12 @@ def normalise(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     th = np.asarray(thresholds, dtype=np.float32)
     lo = (HALF / th).astype(np.float32)
     hi = (HALF / np.maximum(np.float32(1) - th, np.float32(1e-12))).astype(np.float32)
-    absent = s < th
-    u = np.subtract(s, th, dtype=np.float32)
-    np.multiply(u, hi, out=u)
-    np.add(u, HALF, out=u)
-    np.multiply(s, lo, out=u, where=absent)
-    np.minimum(u, BELOW_HALF, out=u, where=absent)
-    return u
+    above = np.subtract(s, th, dtype=np.float32)
+    np.multiply(above, hi, out=above)
+    np.add(above, HALF, out=above)
+    below = np.multiply(s, lo, dtype=np.float32)
+    np.minimum(below, BELOW_HALF, out=below)
+    return select(s < th, below, above)
 
 
 def denormalise(u: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -312,12 +393,12 @@ def denormalise(u: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     th = np.asarray(thresholds, dtype=np.float32)
     k1 = (np.float32(2) * (np.float32(1) - th)).astype(np.float32)
     k0 = (np.float32(2) * th - np.float32(1)).astype(np.float32)
-    low = u < HALF
-    s = np.multiply(u, k1, dtype=np.float32)
-    np.add(s, k0, out=s)
-    np.maximum(s, th, out=s)  # above: at least the threshold
-    np.multiply(u, (np.float32(2) * th).astype(np.float32), out=s, where=low)
-    np.minimum(s, np.nextafter(th, np.float32(0.0)), out=s, where=low)  # below: under it
+    above = np.multiply(u, k1, dtype=np.float32)
+    np.add(above, k0, out=above)
+    np.maximum(above, th, out=above)  # above: at least the threshold
+    below = np.multiply(u, (np.float32(2) * th).astype(np.float32), dtype=np.float32)
+    np.minimum(below, np.nextafter(th, np.float32(0.0)), out=below)  # below: under it
+    s = select(u < HALF, below, above)
     return np.clip(s, np.float32(0), np.float32(1), out=s)
 
 
@@ -328,12 +409,15 @@ def apply_priors(
     *,
     explain: bool = True,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    threads: int | None = None,
 ) -> PriorResult:
     """Post-prior scores `[N, T]` (see the module docstring), processed `chunk_rows` at a time.
 
     scores: probabilities `[N, T]` in [0, 1], columns in `rules.tag_ids` order.
     thresholds: `[T]` the tagger predicts with (None: 0.5 for every tag).
     explain: also say which rule changed each cell (`PriorResult.source`; without: None).
+    threads: chunks worked on at once (numpy releases the GIL inside each array operation);
+      None: the CPUs this process may run on. A single chunk runs in the calling thread.
     """
     scores = np.asarray(scores)
     if scores.ndim != 2 or scores.shape[1] != rules.num_tags:
@@ -343,11 +427,21 @@ def apply_priors(
     # and written without transposing copies
     out = np.empty_like(scores, dtype=np.float32)
     source = np.zeros_like(scores, dtype=np.int32) if explain else None
-    for r0 in range(0, len(scores), chunk_rows):
+
+    def run(r0: int) -> None:
         rows = slice(r0, r0 + chunk_rows)
         out[rows], src = _apply_chunk(scores[rows], rules, th, explain)
         if source is not None and src is not None:
             source[rows] = src
+
+    starts = range(0, len(scores), chunk_rows)
+    workers = min(len(starts), threads or len(os.sched_getaffinity(0)))
+    if workers <= 1:
+        for r0 in starts:
+            run(r0)
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="priors") as pool:
+            list(pool.map(run, starts))  # chunks write disjoint rows; map re-raises errors
     return PriorResult(out, source)
 
 
@@ -364,15 +458,14 @@ def _apply_chunk(
     if rules.pairs:
         caps, winner = exclusion_caps(final, rules, explain)
         # a cap cuts below u - tol, or below 0.5 for a present tag
-        bar = u - tol
-        np.maximum(bar, HALF, out=bar, where=u >= HALF)
+        bar = np.maximum(u - tol, HALF * (u >= HALF))  # caps are >= 0: below 0 is no cut
         cut = caps < bar
         images = np.flatnonzero(cut.any(axis=0))
         if images.size > s.shape[1] // 2:
-            np.copyto(caps, u, where=~cut)  # the capped scores; lift them again
-            final, src = relift(caps, final, src, rules, tol)
+            capped = select(cut, caps, u)  # the capped scores; lift them again
+            final, src = relift(capped, final, src, rules, tol)
         elif images.size:  # only the images a cap touched
-            capped = np.where(cut[:, images], caps[:, images], u[:, images])
+            capped = select(cut[:, images], caps[:, images], u[:, images])
             sub_src = None if src is None else src[:, images]
             sub_final, sub_src = relift(capped, final[:, images], sub_src, rules, tol)  # copies
             final[:, images] = sub_final
@@ -380,15 +473,14 @@ def _apply_chunk(
                 src[:, images] = sub_src
     changed = final != u
     out = denormalise(final, thc)
-    np.copyto(out, s, where=~changed)
+    out = select(changed, out, s)
     if not explain:
         return out.T, None
     assert src is not None
     up = final > u
-    source = np.where(up, src + np.int32(1), np.int32(0))
+    source = (src + np.int32(1)) * up
     if winner is not None:
-        down = changed & ~up
-        np.copyto(source, -(winner + np.int32(1)), where=down)
+        source = select(changed & ~up, -(winner + np.int32(1)), source)
     return out.T, source.T
 
 
@@ -398,16 +490,17 @@ def lift(
     """Tag-major `u [T, n]` -> `v_b = max(u_b, max_a W[a, b] u_a)` and (with `explain`), per
     cell, the tag whose evidence it holds (itself when not raised).
 
-    One pass over the direct implications in topological order: `v_a` is final before any tag
-    it implies reads it, so chains apply at once. tol `[T, 1]`: a raise smaller than this is not
-    made unless it makes the tag present.
+    One pass over the direct implications, level by level (`RuleSet.lift_levels`): `v_a` is
+    final before any tag it implies reads it, so chains apply at once. tol `[T, 1]`: a raise
+    smaller than this is not made unless it makes the tag present.
     """
     v = u.copy()
     src = None
     if explain:
         src = np.broadcast_to(np.arange(len(u), dtype=np.int32)[:, None], u.shape).copy()
-    for b, parents, ws in rules.lift_steps:
-        _raise_from(v, src, b, parents, ws, _bar(u[b], tol[b]))
+    for level in rules.lift_levels:
+        rows = level.targets
+        _raise_level(v, src, level, u[rows], tol[rows])
     return v, src
 
 
@@ -421,47 +514,67 @@ def relift(
     """`lift(capped)` where `lifted = lift(u)` and `capped` differs from `u` only on the tags a
     cap can reach: only those tags and the tags they imply are lifted again (in place: `lifted`
     and `src` are overwritten)."""
-    for t in rules.relift_tags.tolist():
-        np.copyto(lifted[t], capped[t])
-        if src is not None:
-            src[t] = t
-    for b, parents, ws in rules.relift_steps:
-        _raise_from(lifted, src, b, parents, ws, _bar(capped[b], tol[b]))
+    tags = rules.relift_tags
+    lifted[tags] = capped[tags]
+    if src is not None:
+        src[tags] = tags.astype(np.int32)[:, None]
+    for level in rules.relift_levels:
+        rows = level.targets
+        _raise_level(lifted, src, level, capped[rows], tol[rows])
     return lifted, src
 
 
-def _bar(own: np.ndarray, tol: np.ndarray) -> np.ndarray:
-    """A raise happens above `own + tol`, or above the float below 0.5 for an absent tag."""
-    bar = own + tol
-    np.minimum(bar, BELOW_HALF, out=bar, where=own < HALF)
-    return bar
-
-
-def _raise_from(
-    v: np.ndarray,
-    src: np.ndarray | None,
-    b: int,
-    parents: np.ndarray,
-    ws: np.ndarray,
-    bar: np.ndarray,
+def _raise_level(
+    v: np.ndarray, src: np.ndarray | None, level: Level, own: np.ndarray, tol: np.ndarray
 ) -> None:
-    """v[b] = the best of `w * v[a]` over its direct impliers where that beats `bar`."""
-    first, rest = int(parents[0]), list(zip(parents[1:].tolist(), ws[1:].tolist(), strict=True))
-    best = v[first] * np.float32(ws[0])  # a new array (times 1.0 for a hard rule)
-    best_src = None if src is None else src[first].copy()
-    for a, w in rest:
-        cand = v[a] if w == 1.0 else v[a] * np.float32(w)
-        if best_src is None:
-            np.maximum(best, cand, out=best)
-        else:
-            assert src is not None
-            better = cand > best
-            np.copyto(best, cand, where=better)
-            np.copyto(best_src, src[a], where=better)
-    raise_ = best > bar
-    np.copyto(v[b], best, where=raise_)
+    """v[b] = the best of `w * v[a]` over each target b's inputs a where that beats the target's
+    own score by more than `tol`, or makes an absent tag present (a tie keeps the earlier
+    input). `own`: the targets' scores before the level (what `v[targets]` holds)."""
+    best, best_src = _reduce(v, src, level, np.greater)
+    rows = level.targets
+    raise_ = best > own + tol
+    raise_ |= (best >= HALF) & (own < HALF)
     if src is not None and best_src is not None:
-        np.copyto(src[b], best_src, where=raise_)
+        src[rows] = select(raise_, best_src, src[rows])
+    np.multiply(best, raise_, out=best)  # scores are >= 0: max(0, own) keeps own
+    v[rows] = np.maximum(best, own)
+
+
+def _reduce(
+    x: np.ndarray, tags: np.ndarray | None, level: Level, better: np.ufunc
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per target of `level`, the best (`better`: np.greater for max, np.less for min) of
+    `x[input]` times (max) or over (min) its weight, and the `tags` row that came with it."""
+    scale = np.multiply if better is np.greater else np.divide
+    best, best_tags = None, None
+    for inputs, w in level.columns:
+        cand = x[inputs]  # a gathered copy
+        if w is not None:
+            scale(cand, w, out=cand)
+        if best is None:
+            best, best_tags = cand, None if tags is None else tags[inputs]
+            continue
+        m = len(inputs)
+        if best_tags is not None and tags is not None:
+            wins = better(cand, best[:m])
+            best_tags[:m] = select(wins, tags[inputs], best_tags[:m])
+        (np.maximum if better is np.greater else np.minimum)(best[:m], cand, out=best[:m])
+    assert best is not None
+    return best, best_tags
+
+
+def select(mask: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`np.where(mask, a, b)` for float32 or int32 arrays (broadcast to `mask`'s shape), by bit
+    operations: numpy's `where` and masked ufuncs run 5-8x slower on an unpredictable mask."""
+    a = np.ascontiguousarray(np.broadcast_to(a, mask.shape))
+    b = np.ascontiguousarray(np.broadcast_to(b, mask.shape))
+    assert a.dtype == b.dtype and a.dtype.itemsize == 4, (a.dtype, b.dtype)
+    bits = np.negative(mask.view(np.int8), dtype=np.int32)  # all ones where mask
+    ai, bi = a.view(np.int32), b.view(np.int32)
+    out = np.bitwise_xor(ai, bi)
+    out &= bits
+    out ^= bi
+    return out.view(a.dtype)
 
 
 def exclusion_caps(
@@ -472,38 +585,33 @@ def exclusion_caps(
     `explain`) the winning tag of the pair that set each cap (-1 = none)."""
     caps = np.ones(v.shape, dtype=np.float32)
     winner = np.full(v.shape, -1, dtype=np.int32) if explain else None
+    ex = rules.exclusion
+    if ex is None:
+        return caps, winner
     one = np.float32(1)
-    for a, b, w in rules.pairs:
-        b_loses = v[a] >= v[b]  # a tie: the pair's second tag loses
-        strong = np.where(b_loses, v[a], v[b])
-        cap = one - np.float32(w) * strong
-        if w >= 1:
-            np.minimum(cap, BELOW_HALF, out=cap, where=strong >= HALF)
-        for loser, win, rows in ((b, a, b_loses), (a, b, ~b_loses)):
-            want = np.where(rows, cap, one)
-            _lower(caps, winner, loser, want, np.int32(win))
-    for x, ys, ws in rules.cap_steps:  # implied tags first: their caps are final
-        for y, w in zip(ys.tolist(), ws.tolist(), strict=True):
-            want = caps[y] if w == 1.0 else caps[y] / np.float32(w)
-            _lower(caps, winner, x, want, None if winner is None else winner[y])
+    va, vb = v[ex.a], v[ex.b]
+    b_loses = va >= vb  # a tie: the pair's second tag loses
+    strong = np.maximum(va, vb)
+    cap = one - ex.weights * strong  # in [0, 1]
+    cap = select(ex.hard & (strong >= HALF), np.minimum(cap, BELOW_HALF), cap)
+    # the loser's cap, 1 on the winner: max(cap, 1 where it won)
+    want = np.concatenate([np.maximum(cap, ~b_loses), np.maximum(cap, b_loses)])
+    who = None
+    if winner is not None:
+        who = np.broadcast_to(ex.winners[:, None], want.shape)
+    best, best_who = _reduce(want, who, ex.capped, np.less)
+    rows = ex.capped.targets
+    caps[rows] = best
+    if winner is not None and best_who is not None:
+        winner[rows] = (best_who + np.int32(1)) * (best < one) - np.int32(1)
+    for level in rules.cap_levels:  # implied tags first: their caps are final
+        best, best_who = _reduce(caps, winner, level, np.less)
+        rows = level.targets
+        lower = best < caps[rows]
+        caps[rows] = np.minimum(best, caps[rows])
+        if winner is not None and best_who is not None:
+            winner[rows] = select(lower, best_who, winner[rows])
     return caps, winner
-
-
-def _lower(
-    caps: np.ndarray,
-    winner: np.ndarray | None,
-    tag: int,
-    want: np.ndarray,
-    who: np.int32 | np.ndarray | None,
-) -> None:
-    """caps[tag] = min(caps[tag], want), and `who` won where it went down (with winners)."""
-    if winner is None:
-        np.minimum(caps[tag], want, out=caps[tag])
-        return
-    assert who is not None
-    lower = want < caps[tag]
-    np.copyto(caps[tag], want, where=lower)
-    np.copyto(winner[tag], who, where=lower)
 
 
 # ---- checking ---------------------------------------------------------------------------------

@@ -159,7 +159,7 @@ def run_priors(
     names = set(rule_names(tax, kept, config.parents))
     weights = {k: v for k, v in config.weights.items() if k in names}
     final = compile_rules(tax, kept, weights=weights, parents=config.parents)
-    scores = apply_priors(probs, final, ref).scores
+    scores = apply_priors(probs, final, ref, explain=False).scores
     standard = StandardConfig(config.standard_precision, config.standard_recall)
     tags = compare_tags(
         probs[report], scores[report], targets[report], known[report], tax, standard
@@ -193,7 +193,7 @@ def _reference(
     p = config.reference_precision
     ref = reference_thresholds(probs, targets, known, target_precision=p)
     return reference_thresholds(
-        apply_priors(probs, rules, ref).scores, targets, known, target_precision=p
+        apply_priors(probs, rules, ref, explain=False).scores, targets, known, target_precision=p
     )
 
 

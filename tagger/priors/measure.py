@@ -98,13 +98,13 @@ def measure_rules(
 
     probs/targets/known `[N, T]` held-out; thresholds `[T]` (see the module docstring).
     """
-    full = apply_priors(probs, rules, thresholds).scores
+    full = apply_priors(probs, rules, thresholds, explain=False).scores
     full_dec = full >= thresholds[None, :]
     ap_full = average_precision(full, targets, known)
     at_full = scores_at_thresholds(full, targets, known, thresholds)
     summary, detail = [], []
     for rule in rules.rules:
-        alt = apply_priors(probs, without_rule(rules, rule.name), thresholds).scores
+        alt = apply_priors(probs, without_rule(rules, rule.name), thresholds, explain=False).scores
         touched = np.flatnonzero((alt != full).any(axis=0))
         changed = (alt >= thresholds[None, :]) != full_dec
         rows = []

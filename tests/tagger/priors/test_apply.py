@@ -17,6 +17,7 @@ from tagger.priors.apply import (
     denormalise,
     normalise,
     rule_names,
+    select,
     violations,
 )
 from tests.tagger.priors.random_rules import random_rules, random_taxonomy
@@ -198,6 +199,20 @@ def test_chunking_and_explain_do_not_change_the_scores(seed: int) -> None:
     assert plain.source is None and (plain.scores == whole.scores).all()
     one_row = np.concatenate([apply_priors(r[None], rs, th).scores for r in scores])
     assert (one_row == whole.scores).all()
+    threaded = apply_priors(scores, rs, th, chunk_rows=5, threads=3)
+    assert (threaded.scores == whole.scores).all() and (threaded.source == whole.source).all()
+
+
+def test_select_is_where_bit_for_bit() -> None:
+    rng = np.random.default_rng(0)
+    mask = rng.random((7, 33)) < 0.5
+    a = rng.standard_normal((7, 33)).astype(np.float32)
+    b = np.float32([np.nan, -0.0, 0.0, np.inf, 1e-45, 3.0, -2.0])[:, None]  # broadcast
+    got = select(mask, a, b)
+    want = np.where(mask, a, b)
+    assert got.dtype == np.float32 and got.tobytes() == want.tobytes()
+    ints = rng.integers(-5, 5, (7, 33)).astype(np.int32)
+    assert (select(mask, ints, np.int32(-1)) == np.where(mask, ints, -1)).all()
 
 
 # ---- the plain per-image reference -----------------------------------------------------------
