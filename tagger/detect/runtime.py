@@ -12,12 +12,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from torch import Tensor
 
 from tagger.data.images import ImageError
 from tagger.detect.backends import load_detector
 from tagger.detect.detections import Detections, Detector, DetectorConfig
-from tagger.detect.evidence import decode_for_detector, detect_image, evidence_features
+from tagger.detect.evidence import (
+    decode_for_detector,
+    detect_images,
+    detector_side,
+    evidence_features,
+    to_original,
+)
 from tagger.detect.fusion import FusionModel, GateMode, apply_fusion, gate_mask
 
 
@@ -30,6 +37,26 @@ def bundle_detector_settings(
         "config": config.model_dump(mode="json"),
         "fusion": fusion.to_dict(),
     }
+
+
+def decode_side(settings: dict[str, Any], gate: GateMode | None = None) -> int | None:
+    """The shorter side decode workers hand the detector a copy of each photo at (see
+    `tagger.inference.decoding.decode_input`), for a bundle's `detector.json` and a job's gate
+    (None: the bundle's own); None when the detector never runs."""
+    if (gate or settings["fusion"].get("gate", "gated")) == "never":
+        return None
+    config = DetectorConfig.model_validate(settings["config"])
+    return detector_side(config.image_size, config.tiling)
+
+
+@dataclass(frozen=True)
+class DetectorView:
+    """A photo decoded for the detector: uint8 `pixels [H, W, 3]` (shorter side about the
+    detector's decode side, aspect kept) and the displayed `width`, `height` of the original."""
+
+    pixels: np.ndarray
+    width: int
+    height: int
 
 
 @dataclass
@@ -63,25 +90,39 @@ class DetectorRuntime:
         self.detector: Detector = load_detector(
             settings["architecture"], weights, taxonomy_tag_ids, self.config
         )
+        self.detector.for_inference()
         self.columns = np.asarray(
             [taxonomy_tag_ids.index(t) for t in self.fusion.tag_ids], dtype=np.int64
         )
 
-    def __call__(self, probs: np.ndarray, paths: Sequence[str]) -> FusedScores:
-        """Fuse `probs [B, T]` of the images at `paths` (decoded again for the detector,
-        reduced scale, only where the gate says)."""
+    def __call__(
+        self,
+        probs: np.ndarray,
+        paths: Sequence[str],
+        views: Sequence[DetectorView | None] | None = None,
+    ) -> FusedScores:
+        """Fuse `probs [B, T]` of the images at `paths`, running the detector where the gate
+        says: on `views[i]` when the decode worker made one, else on the file decoded again."""
         run = gate_mask(self.fusion, probs, self.columns)
         found: list[Detections | None] = [None] * len(paths)
-        for i in np.flatnonzero(run):
-            try:
-                image, width, height = decode_for_detector(
-                    paths[int(i)], self.config.image_size, self.config.tiling
-                )
-            except ImageError:
-                run[i] = False
-                continue
-            det = detect_image(self.detector, image, self.config.tiling)
-            found[i] = det.scaled(width / image.width, height / image.height, width, height)
+        picked: list[tuple[int, DetectorView]] = []
+        for i in np.flatnonzero(run).tolist():
+            view = views[i] if views is not None else None
+            if view is None:
+                try:
+                    image, width, height = decode_for_detector(
+                        paths[i], self.config.image_size, self.config.tiling
+                    )
+                except ImageError:
+                    run[i] = False
+                    continue
+                view = DetectorView(np.asarray(image), width, height)
+            picked.append((i, view))
+        images = [Image.fromarray(view.pixels) for _, view in picked]
+        for (i, view), image, det in zip(
+            picked, images, detect_images(self.detector, images, self.config.tiling), strict=True
+        ):
+            found[i] = to_original(det, image, view.width, view.height)
         features = evidence_features(probs, found, self.columns)
         fused, cells = apply_fusion(self.fusion, probs, features, run, self.columns)
         return FusedScores(fused, cells, run, found)

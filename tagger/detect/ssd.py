@@ -28,6 +28,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from tagger.detect.detections import Backend, Detections, DetectorConfig
 from tagger.detect.targets import BoxTargets
 from tagger.detect.training_data import Batch, TrainingImages, optimize
+from tagger.train.model import fold_sequential_batch_norm
 
 MASKED_LOGIT = -1e4  # an uncovered class: far below any real logit, finite (no NaN in the loss)
 TINY_CHANNELS = (32, 48, 64, 96, 128)  # stem, then feature maps at strides 8, 16, 32, 64
@@ -148,6 +149,7 @@ class SSDDetector:
         self._columns = torch.tensor([-1] + [index[t] for t in self.tag_ids])
         self.model.score_thresh = config.score_threshold
         self.model.detections_per_img = config.max_detections
+        self.inference_only = False
 
     def architecture(self) -> dict[str, Any]:
         return {
@@ -159,7 +161,15 @@ class SSDDetector:
         }
 
     def state_dict(self) -> dict[str, Tensor]:
+        if self.inference_only:
+            raise RuntimeError("this detector's BatchNorm is folded (for_inference); save first")
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+
+    def for_inference(self) -> None:
+        """See `Detector.for_inference` (SSDlite320 on CPU: ~1.7x faster per image)."""
+        fold_sequential_batch_norm(self.model.eval())
+        self.model.to(memory_format=torch.channels_last)
+        self.inference_only = True
 
     @torch.inference_mode()
     def detect(self, images: list[Image.Image]) -> list[Detections]:

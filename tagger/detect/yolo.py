@@ -107,6 +107,7 @@ class YoloDetector:
         self.config = config
         index = {t: i for i, t in enumerate(taxonomy_tag_ids)}
         self._columns = np.array([index[t] for t in self.tag_ids], dtype=np.int64)
+        self.inference_only = False
 
     def architecture(self) -> dict[str, Any]:
         return {
@@ -118,7 +119,15 @@ class YoloDetector:
         }
 
     def state_dict(self) -> dict[str, Tensor]:
+        if self.inference_only:
+            raise RuntimeError("this detector's BatchNorm is folded (for_inference); save first")
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+
+    def for_inference(self) -> None:
+        """See `Detector.for_inference` (Ultralytics' own Conv+BatchNorm fusion)."""
+        self.model.eval().fuse(verbose=False)  # type: ignore[operator]
+        self.model.to(memory_format=torch.channels_last)
+        self.inference_only = True
 
     @torch.inference_mode()
     def detect(self, images: list[Image.Image]) -> list[Detections]:

@@ -10,33 +10,52 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tagger.data.images import FitMode, ImageError, load_rgb_square_info
+from tagger.data.images import FitMode, ImageError, load_reduced_info, resize_shorter, resize_square
 from tagger.inference.options import InputItem
 from tagger.inference.records import RecordError
 
 
 @dataclass(frozen=True)
 class Decoded:
-    """A decoded input: uint8 `pixels [S, S, 3]` and displayed size, or the error."""
+    """A decoded input: uint8 `pixels [S, S, 3]` and displayed size, or the error; with a
+    detector, `detector_pixels [H, W, 3]`: the photo for it (aspect kept, shorter side at most
+    the detector's decode side)."""
 
     item: InputItem
     pixels: np.ndarray | None
     width: int | None = None
     height: int | None = None
     error: RecordError | None = None
+    detector_pixels: np.ndarray | None = None
 
 
-def decode_input(item: InputItem, *, size: int, fit: FitMode, max_pixels: int) -> Decoded:
+def decode_input(
+    item: InputItem,
+    *,
+    size: int,
+    fit: FitMode,
+    max_pixels: int,
+    detector_side: int | None = None,
+) -> Decoded:
     """Decode one image to the bundle's eval view; never raises (failures become `.error`).
 
     One open of the file: the header (displayed width/height; cheap refusals: missing, empty,
     too_large ...), then the pixels at reduced scale, EXIF-oriented, with one resampling step
-    to `size x size` (`tagger.data.images.load_rgb_square_info`). A record of damaged pixels still
-    has the displayed size when the header was readable.
+    to `size x size`. A record of damaged pixels still has the displayed size when the header
+    was readable. With `detector_side` the reduced decode is large enough for the detector
+    too, which gets its own copy (shorter side brought down to `detector_side`): one decode
+    serves both, off the model's process.
     """
     try:
-        image, info = load_rgb_square_info(item.path, size, fit=fit, max_pixels=max_pixels)
-        pixels = np.asarray(image, dtype=np.uint8)
+        image, info = load_reduced_info(
+            item.path, max(size, detector_side or 0), max_pixels=max_pixels
+        )
+        pixels = np.asarray(resize_square(image, size, fit), dtype=np.uint8)
+        detector_pixels = None
+        if detector_side is not None:
+            if min(image.size) > detector_side:
+                image = resize_shorter(image, detector_side)
+            detector_pixels = np.asarray(image, dtype=np.uint8)
     except ImageError as err:
         width, height = (err.info.width, err.info.height) if err.info else (None, None)
         return Decoded(item, None, width, height, RecordError(err.code, err.message))
@@ -45,7 +64,7 @@ def decode_input(item: InputItem, *, size: int, fit: FitMode, max_pixels: int) -
         return Decoded(item, None, error=RecordError("decode_failed", message))
     if pixels.shape != (size, size, 3):  # internal invariant of load_rgb_square_info
         raise AssertionError(f"{item.path}: decoded to {pixels.shape}, not {(size, size, 3)}")
-    return Decoded(item, pixels, info.width, info.height)
+    return Decoded(item, pixels, info.width, info.height, detector_pixels=detector_pixels)
 
 
 def crashed_decode(item: InputItem) -> Decoded:

@@ -40,7 +40,7 @@ from torch import nn
 
 from tagger.bundle.model_bundle import Bundle, Preprocessing, preprocessing_of
 from tagger.data.child_processes import worker_initializer
-from tagger.detect.runtime import DetectorRuntime
+from tagger.detect.runtime import DetectorRuntime, DetectorView, decode_side
 from tagger.inference.decoding import Decoded, crashed_decode, decode_input, timed_out_decode
 from tagger.inference.options import InputItem, PredictOptions, WorkerKind
 from tagger.inference.precision import choose_precision
@@ -60,10 +60,18 @@ _END = object()  # end of the input iterator
 
 
 def create_decode_fn(bundle: Bundle, options: PredictOptions) -> Callable[[InputItem], Decoded]:
-    """`decode_input` bound to the bundle's eval view: picklable, for worker processes."""
+    """`decode_input` bound to the bundle's eval view (and, when the bundle's detector may run,
+    its decode side): picklable, for worker processes."""
     prep = preprocessing_of(bundle)
+    side = None
+    if bundle.detector is not None and bundle.detector_weights is not None:
+        side = decode_side(bundle.detector, options.detector)
     return functools.partial(
-        decode_input, size=prep.image_size, fit=prep.resize, max_pixels=options.max_pixels
+        decode_input,
+        size=prep.image_size,
+        fit=prep.resize,
+        max_pixels=options.max_pixels,
+        detector_side=side,
     )
 
 
@@ -196,11 +204,10 @@ class Predictor:
         tags: dict[int, tuple[TagPrediction, ...]] = {}
         if ok:
             probs = self.backend(np.stack([pixels for _, pixels in ok]))
-            fused = (
-                None
-                if self.detector is None
-                else self.detector(probs, [batch[i].item.path for i, _ in ok])
-            )
+            fused = None
+            if self.detector is not None:
+                views = [_detector_view(batch[i]) for i, _ in ok]
+                fused = self.detector(probs, [batch[i].item.path for i, _ in ok], views)
             # classifier -> detector fusion -> prior rules -> thresholds, as at calibration
             scores, source = self.rules(probs if fused is None else fused.probs)
             if fused is None:
@@ -225,6 +232,12 @@ class Predictor:
             )
             for i, d in enumerate(batch)
         ]
+
+
+def _detector_view(decoded: Decoded) -> DetectorView | None:
+    if decoded.detector_pixels is None or decoded.width is None or decoded.height is None:
+        return None
+    return DetectorView(decoded.detector_pixels, decoded.width, decoded.height)
 
 
 # ---- decode workers ---------------------------------------------------------------------------

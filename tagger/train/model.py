@@ -86,3 +86,24 @@ def load_backbone_weights(model: nn.Module, path: Path) -> None:
         )
     if unexpected:
         raise ValueError(f"{path}: unexpected keys {unexpected[:5]}")
+
+
+def fold_sequential_batch_norm(module: nn.Module) -> nn.Module:
+    """Fold every BatchNorm that follows a convolution inside an `nn.Sequential` into that
+    convolution (eval mode, inference only; the BatchNorm becomes `nn.Identity`), in place.
+
+    For models torch.fx cannot trace whole (torchvision's detectors loop over feature maps):
+    their convolution blocks are Sequentials (MobileNet's `Conv2dNormActivation`, SSD heads).
+    Outputs stay equal within float rounding.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for child in module.children():
+        fold_sequential_batch_norm(child)
+    if isinstance(module, nn.Sequential):
+        for i in range(len(module) - 1):
+            conv, norm = module[i], module[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                module[i] = fuse_conv_bn_eval(conv.eval(), norm.eval())
+                module[i + 1] = nn.Identity()
+    return module

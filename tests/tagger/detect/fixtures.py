@@ -65,9 +65,11 @@ class RedDetector:
         self.tag_ids = (tag,)
         self.taxonomy_tag_ids = taxonomy.tag_ids
         self.column = taxonomy.index(tag)
-        self.calls: list[tuple[int, int]] = []
+        self.calls: list[tuple[int, int]] = []  # image sizes, in the order seen
+        self.batches: list[int] = []  # images per detect call
 
     def detect(self, images: list[Image.Image]) -> list[Detections]:
+        self.batches.append(len(images))
         out = []
         for im in images:
             self.calls.append(im.size)
@@ -81,6 +83,9 @@ class RedDetector:
             out.append(Detections(box, np.array([0.9], np.float32),
                                   np.array([self.column]), im.width, im.height))  # fmt: skip
         return out
+
+    def for_inference(self) -> None:  # nothing to fold
+        pass
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -71,6 +71,15 @@ def test_train_and_detect_offline_writing_nothing_in_cwd(
     for a, b in zip(found, again_found, strict=True):
         assert a is not None and b is not None
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    # prepared for prediction (BatchNorm folded, channels-last): the same boxes, no more saving
+    again.for_inference()
+    folded = detect_paths(again, targets.paths[:3], 64, TilingConfig())
+    for a, b in zip(found, folded, strict=True):
+        assert a is not None and b is not None and len(a) == len(b)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-2)
+    with pytest.raises(RuntimeError, match="folded"):
+        again.state_dict()
     written = {p.name for p in offline.iterdir()}
     assert not written & {"mlflow.db", "runs", "mlruns"}, written
     assert not written, f"files written into the working folder: {written}"

@@ -9,7 +9,13 @@ import pytest
 from PIL import Image
 
 from tagger.detect.detections import Detections, TilingConfig
-from tagger.detect.evidence import FEATURES, detect_paths, evidence_features
+from tagger.detect.evidence import (
+    FEATURES,
+    detect_image,
+    detect_images,
+    detect_paths,
+    evidence_features,
+)
 from tagger.detect.tiling import merge_tiles, tile_windows
 from tests.tagger.bundle_fixtures import tiny_taxonomy
 from tests.tagger.detect.fixtures import RedDetector, red_square_image
@@ -91,3 +97,20 @@ def test_detections_check_shapes() -> None:
         Detections(np.zeros((2, 4), np.float32), np.zeros(1, np.float32), np.zeros(1), 1, 1)
     assert len(Detections.empty(3, 4)) == 0
     assert isinstance(Image.new("RGB", (1, 1)), Image.Image)
+
+
+def test_detect_images_batches_untiled_images_and_slices_the_rest() -> None:
+    rng = np.random.default_rng(2)
+    images = [
+        red_square_image(200, 120, (150, 20, 180, 50), rng),
+        red_square_image(900, 600, (700, 400, 730, 430), rng),  # sliced
+        red_square_image(160, 160, None, rng),
+    ]
+    tiling = TilingConfig(enabled=True, tile=300, overlap=0.2, min_image_side=400)
+    detector = RedDetector(tiny_taxonomy())
+    batched = detect_images(detector, images, tiling)
+    assert detector.batches[0] == 2 and detector.calls[:2] == [(200, 120), (160, 160)]
+    one_by_one = [detect_image(RedDetector(tiny_taxonomy()), im, tiling) for im in images]
+    for a, b in zip(batched, one_by_one, strict=True):
+        np.testing.assert_allclose(a.boxes, b.boxes)
+        assert (a.width, a.height) == (b.width, b.height)

@@ -145,3 +145,40 @@ def test_predict_records_carry_evidence_and_pixel_instances(tmp_path: Path, suff
     assert back[str(images / "with.png")].tags[0].instances or any(
         t.instances for t in back[str(images / "with.png")].tags
     )
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_the_detector_reads_the_decode_workers_copy_not_the_file_again(
+    tmp_path: Path, orientation: int
+) -> None:
+    import tagger
+    from tagger.detect import runtime
+    from tests.tagger.image_corpus import write_oriented_jpeg
+
+    path = _bundle_with_detector(tmp_path)
+    images = tmp_path / "images"
+    images.mkdir()
+    # displayed 400x240, the object at (300, 40)-(360, 100); stored rotated per EXIF
+    image = red_square_image(400, 240, (300, 40, 360, 100), np.random.default_rng(0))
+    write_oriented_jpeg(images / "a.jpg", image, orientation)
+    tax = tiny_taxonomy()
+    detector = RedDetector(tax)
+
+    def no_second_decode(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the photo was decoded a second time for the detector")
+
+    saved = runtime.load_detector, runtime.decode_for_detector
+    runtime.load_detector = lambda *a, **k: detector  # type: ignore[assignment]
+    runtime.decode_for_detector = no_second_decode  # type: ignore[assignment]
+    try:
+        for workers in (0, 1):  # inline, and in a decode worker process
+            (record,) = tagger.predict(images, model=path, workers=workers, device="cpu")
+            dog = [t for t in record.tags if t.id == "dog"]
+            (inst,) = dog[0].instances
+            np.testing.assert_allclose(
+                [inst.xmin, inst.ymin, inst.xmax, inst.ymax], [300, 40, 360, 100], atol=8
+            )
+    finally:
+        runtime.load_detector, runtime.decode_for_detector = saved
+    # the copy it got: the displayed photo, shorter side at the detector's input size (64)
+    assert min(detector.calls[0]) == 64 and detector.calls[0][0] > detector.calls[0][1]

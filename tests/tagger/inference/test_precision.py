@@ -351,6 +351,10 @@ def test_precision_check_of_a_trained_model_and_its_records(trained, tmp_path: P
         assert [r.image_id for r in records[p]] == [r.image_id for r in records["fp32"]]
         assert [set(r.to_dict()) for r in records[p]] == [set(r.to_dict()) for r in records["fp32"]]
         assert all(r.error is None for r in records[p])
+        if choose_precision(bundle, p, "cpu").precision != p:  # a CPU without the units for
+            # p (AVX-512 BF16 / VNNI / AMX): the job ran fp32, so its tags are fp32's
+            assert [r.tags for r in records[p]] == [r.tags for r in records["fp32"]], p
+            continue
         changed, outside = 0, 0
         for i, (ref, got) in enumerate(zip(records["fp32"], records[p], strict=True)):
             for tag in {t.id for t in ref.tags} ^ {t.id for t in got.tags}:
