@@ -44,7 +44,8 @@ def decode_input(
     to `size x size`. A record of damaged pixels still has the displayed size when the header
     was readable. With `detector_side` the reduced decode is large enough for the detector
     too, which gets its own copy (shorter side brought down to `detector_side`): one decode
-    serves both, off the model's process.
+    serves both, off the model's process. (The classifier's view is then resampled from that
+    larger decode: the same view within resampling differences.)
     """
     try:
         image, info = load_reduced_info(
@@ -62,7 +63,7 @@ def decode_input(
     except Exception as err:  # a codec bug or MemoryError must cost one image, not the job
         message = f"{type(err).__name__}: {err}"
         return Decoded(item, None, error=RecordError("decode_failed", message))
-    if pixels.shape != (size, size, 3):  # internal invariant of load_rgb_square_info
+    if pixels.shape != (size, size, 3):  # internal invariant of resize_square
         raise AssertionError(f"{item.path}: decoded to {pixels.shape}, not {(size, size, 3)}")
     return Decoded(item, pixels, info.width, info.height, detector_pixels=detector_pixels)
 
