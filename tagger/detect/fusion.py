@@ -11,7 +11,11 @@ classifier's AP on the left-out parts, or with fewer than `min_positives` known 
 negatives), falls back to the classifier score, and the report says why.
 
 The gate: per fused tag, the band [lo, hi] of classifier probabilities where the detector must
-run, the narrowest (fewest held-out images inside) that keeps `keep_gain` of the tag's AP gain.
+run, the narrowest (fewest held-out images inside) that keeps `keep_gain` of the tag's AP gain,
+on the held-out images as a whole *and on each left-out part*: a band that only the luck of a
+small sample supports (a narrow band around a handful of positives) fails on some part, so with
+few held-out positives the gate stays wide and the detector runs where it is needed on new
+photos.
 """
 
 from __future__ import annotations
@@ -169,10 +173,16 @@ def _cross_scores(x: np.ndarray, y: np.ndarray, parts: list[np.ndarray]) -> tupl
 
 def _choose_band(
     p: np.ndarray, y: np.ndarray, fused: np.ndarray, base: np.ndarray, ap_cls: float,
-    ap_fused: float, keep_gain: float,
+    ap_fused: float, keep_gain: float, parts: list[np.ndarray],
 ) -> tuple[float, float, float, float]:  # fmt: skip
-    """(lo, hi, share inside, gated AP): the band with the fewest images keeping the gain."""
+    """(lo, hi, share inside, gated AP): the band with the fewest images keeping the gain, on
+    all of `p` and on each left-out part that holds both classes."""
     best = (0.0, 1.0, 1.0, ap_fused)
+    checks = [(np.arange(len(y)), ap_cls, ap_fused)] + [
+        (part, float(average_precision_score(y[part], p[part])),
+         float(average_precision_score(y[part], fused[part])))
+        for part in parts if 0 < y[part].sum() < len(part)
+    ]  # fmt: skip
     qs = np.quantile(p, BAND_QUANTILES)
     qs[0], qs[-1] = 0.0, 1.0
     for i, lo in enumerate(qs):
@@ -181,10 +191,19 @@ def _choose_band(
             share = float(inside.mean())
             if share >= best[2]:
                 continue
-            ap = float(average_precision_score(y, np.where(inside, fused, base)))
-            if ap - ap_cls >= keep_gain * (ap_fused - ap_cls):
-                best = (float(lo), float(hi), share, ap)
+            gated = np.where(inside, fused, base)
+            aps = [float(average_precision_score(y[r], gated[r])) for r, _, _ in checks]
+            if all(_keeps(ap, c, f, keep_gain) for ap, (_, c, f) in zip(aps, checks, strict=True)):
+                best = (float(lo), float(hi), share, aps[0])
     return best
+
+
+def _keeps(gated: float, classifier: float, fused: float, keep_gain: float) -> bool:
+    """The gated AP keeps `keep_gain` of fusion's gain, or (where fusion gains nothing) is no
+    worse than running the detector always."""
+    if fused > classifier:
+        return gated - classifier >= keep_gain * (fused - classifier)
+    return gated >= fused
 
 
 def fit_fusion(
@@ -235,7 +254,7 @@ def fit_fusion(
         lo, hi, share, ap_gated = (0.0, 1.0, 1.0, ap_fused)
         if gate == "gated":
             lo, hi, share, ap_gated = _choose_band(
-                p, y, fused_cv, base_cv, ap_cls, ap_fused, keep_gain
+                p, y, fused_cv, base_cv, ap_cls, ap_fused, keep_gain, parts
             )
         out.append(TagFusion(tag, "fused", "fusion beats the classifier on left-out held-out data",
                              pos, neg, ap_cls, ap_fused, ap_gated, lo, hi, share,

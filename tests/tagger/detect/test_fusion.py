@@ -89,3 +89,35 @@ def test_fusion_model_json_round_trip() -> None:
     assert again == model or (again.tags[0].fused == model.tags[0].fused)
     report = model.report()
     assert {"tag", "mode", "reason", "ap_classifier", "ap_fused", "weight_max_score"} <= set(report)
+
+
+def test_the_gate_band_keeps_the_gain_on_every_left_out_part() -> None:
+    from sklearn.metrics import average_precision_score
+
+    from tagger.detect.fusion import _choose_band
+
+    rng = np.random.default_rng(0)
+    narrower_on_the_union = 0
+    for _ in range(20):
+        n = int(rng.integers(40, 120))  # small held-out sets, where luck picks narrow bands
+        y = (rng.random(n) < 0.2).astype(np.int64)
+        y[:3] = 1
+        p = np.clip(0.3 + 0.2 * y + rng.normal(0, 0.15, n), 0.01, 0.99)
+        fused = np.clip(p + 0.4 * y * (rng.random(n) < 0.6) + rng.normal(0, 0.05, n), 0, 1)
+        parts = [np.arange(n)[k::3] for k in range(3)]
+        ap_c, ap_f = average_precision_score(y, p), average_precision_score(y, fused)
+        if ap_f <= ap_c:
+            continue
+        lo, hi, share, _ = _choose_band(p, y, fused, p, ap_c, ap_f, 0.9, parts)
+        gated = np.where((p >= lo) & (p <= hi), fused, p)
+        for part in [np.arange(n), *parts]:
+            if 0 < y[part].sum() < len(part):
+                c, f = (
+                    average_precision_score(y[part], p[part]),
+                    average_precision_score(y[part], fused[part]),
+                )
+                got = average_precision_score(y[part], gated[part])
+                assert got - c >= 0.9 * (f - c) - 1e-12 if f > c else got >= f - 1e-12
+        union_only = _choose_band(p, y, fused, p, ap_c, ap_f, 0.9, [])
+        narrower_on_the_union += union_only[2] < share
+    assert narrower_on_the_union > 0  # the per-part check does widen some bands
