@@ -55,6 +55,7 @@ from label_system.taxonomy import Taxonomy
 RuleKind = Literal["parent", "implies", "excludes"]
 HALF = np.float32(0.5)
 BELOW_HALF = np.nextafter(HALF, np.float32(0.0))  # the largest float32 below 0.5: "absent"
+Step = tuple[int, np.ndarray, np.ndarray]  # (target row, its input rows, their weights)
 DEFAULT_CHUNK_ROWS = 512  # tag-major rows of 2 KB: a chunk's arrays stay in a core's cache
 
 
@@ -83,7 +84,7 @@ class Level:
     columns: tuple[tuple[np.ndarray, np.ndarray | None], ...]
 
     @classmethod
-    def of(cls, groups: list[tuple[int, np.ndarray, np.ndarray]]) -> Level:
+    def of(cls, groups: list[Step]) -> Level:
         """A level from (target, input rows, weights) groups, each with at least one input."""
         groups = sorted(groups, key=lambda g: -len(g[1]))
         columns = []
@@ -111,7 +112,7 @@ class Exclusions:
     capped: Level
 
 
-def _levels(steps: list[tuple[int, np.ndarray, np.ndarray]]) -> list[Level]:
+def _levels(steps: list[Step]) -> list[Level]:
     """`steps` (target, input rows, weights), each after the steps whose targets it reads,
     grouped into levels: a step's level is one more than its inputs' highest (a step without
     inputs changes nothing and is left out)."""
@@ -119,7 +120,7 @@ def _levels(steps: list[tuple[int, np.ndarray, np.ndarray]]) -> list[Level]:
     depth: dict[int, int] = {}
     for target, inputs, _ in steps:
         depth[target] = 1 + max((depth.get(i, 0) for i in inputs.tolist()), default=0)
-    grouped: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = defaultdict(list)
+    grouped: dict[int, list[Step]] = defaultdict(list)
     for step in steps:
         grouped[depth[step[0]]].append(step)
     return [Level.of(grouped[d]) for d in sorted(grouped)]
@@ -143,25 +144,20 @@ class RuleSet:
     """Rules compiled for `apply_priors`: closure index lists and exclusion pairs.
 
     sources[b]: columns that imply b (transitively), `weights[b]` their closure weights W[., b];
-    lift_steps: (b, direct impliers, weights) in topological order (impliers first): one pass
-      of max-product over them is the closure;
-    cap_steps: (x, tags x directly implies, weights), implied tags first: caps flow to impliers;
-    relift_tags, relift_steps: the tags a cap can reach and the tags they imply, and their lift
-      steps (lifted again after the caps);
-    pairs: exclusion (a, b, weight).
-    lift_levels, relift_levels, cap_levels: the same steps grouped into levels (`Level`): the
-      steps of one level depend only on earlier levels, so each level is one vectorised pass;
-    exclusion: the pairs as arrays (`Exclusions`).
+    lift_levels: the direct implications (b from its direct impliers, max-product), impliers
+      first: one pass over them is the closure;
+    cap_levels: caps passed from each tag to the tags that directly imply it, implied tags first;
+    relift_tags, relift_levels: the tags a cap can reach and the tags they imply, and their
+      lifts (run again after the caps);
+    pairs: exclusion (a, b, weight); exclusion: the same as arrays (`Exclusions`).
+    Each level (`Level`) depends only on earlier ones, so it is one vectorised pass.
     """
 
     tag_ids: tuple[str, ...]
     rules: tuple[Rule, ...]
     sources: list[np.ndarray] = field(default_factory=list)
     weights: list[np.ndarray] = field(default_factory=list)
-    lift_steps: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
-    cap_steps: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
     relift_tags: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    relift_steps: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
     pairs: list[tuple[int, int, float]] = field(default_factory=list)
     via_rule: dict[tuple[int, int], bool] = field(default_factory=dict)
     lift_levels: list[Level] = field(default_factory=list)
@@ -275,11 +271,13 @@ def build_rule_set(tag_ids: Iterable[str], rules: Iterable[Rule]) -> RuleSet:
         rs.sources.append(np.asarray(src, dtype=np.int64))
         rs.weights.append(np.asarray([closure[b][x][0] for x in src], dtype=np.float32))
         rs.via_rule.update({(x, b): closure[b][x][1] for x in src})
+    lift_steps: list[Step] = []  # topological order: impliers first
+    cap_steps: list[Step] = []  # implied tags first
     implied: dict[int, dict[int, float]] = defaultdict(dict)  # a -> b -> w
     for b in order:
         if edges.get(b):
             srcs = sorted(edges[b])
-            rs.lift_steps.append(
+            lift_steps.append(
                 (
                     b,
                     np.asarray(srcs, np.int64),
@@ -293,7 +291,7 @@ def build_rule_set(tag_ids: Iterable[str], rules: Iterable[Rule]) -> RuleSet:
     for x in reversed(order):  # only tags a cap can reach: excluded tags and their impliers
         if x in capped_tags and implied.get(x):
             ys = sorted(y for y in implied[x] if y in capped_tags)
-            rs.cap_steps.append(
+            cap_steps.append(
                 (x, np.asarray(ys, np.int64), np.asarray([implied[x][y] for y in ys], np.float32))
             )
     reach = set(capped_tags)
@@ -301,11 +299,10 @@ def build_rule_set(tag_ids: Iterable[str], rules: Iterable[Rule]) -> RuleSet:
         if any(a in reach for a in edges.get(b, {})):
             reach.add(b)
     rs.relift_tags = np.asarray(sorted(reach), dtype=np.int64)
-    rs.relift_steps = [step for step in rs.lift_steps if step[0] in reach]
     rs.pairs = [(r.a, r.b, r.weight) for r in rules if r.kind == "excludes" and r.weight > 0]
-    rs.lift_levels = _levels(rs.lift_steps)
-    rs.relift_levels = _levels(rs.relift_steps)
-    rs.cap_levels = _levels(rs.cap_steps)
+    rs.lift_levels = _levels(lift_steps)
+    rs.relift_levels = _levels([step for step in lift_steps if step[0] in reach])
+    rs.cap_levels = _levels(cap_steps)
     rs.exclusion = _exclusions(rs.pairs)
     return rs
 
