@@ -275,6 +275,11 @@ def resize_shorter(image: Image.Image, size: int) -> Image.Image:
     return image.resize(target, RESAMPLE, reducing_gap=REDUCING_GAP)
 
 
+def shrink_shorter(image: Image.Image, size: int) -> Image.Image:
+    """`resize_shorter` only when the shorter side is above `size` (never enlarges)."""
+    return resize_shorter(image, size) if min(image.size) > size else image
+
+
 def resize_square(image: Image.Image, size: int, fit: FitMode = "squash") -> Image.Image:
     """Resize to `size` x `size` in one resampling step.
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from tagger.data.images import ImageError, load_reduced_info, resize_shorter
+from tagger.data.images import ImageError, load_reduced_info, shrink_shorter
 from tagger.detect.detections import Detections, Detector, TilingConfig
 from tagger.detect.tiling import merge_tiles, tile_windows
 
@@ -57,11 +57,6 @@ def detector_side(image_size: int, tiling: TilingConfig) -> int:
     return tiling.decode_side if tiling.enabled else image_size
 
 
-def reduce_for_detector(image: Image.Image, side: int) -> Image.Image:
-    """A decoded image with its shorter side brought down to `side` (never up)."""
-    return resize_shorter(image, side) if min(image.size) > side else image
-
-
 def decode_for_detector(
     path: str, image_size: int, tiling: TilingConfig
 ) -> tuple[Image.Image, int, int]:
@@ -69,7 +64,7 @@ def decode_for_detector(
     `tiling.decode_side` when tiling), and its full displayed width and height."""
     side = detector_side(image_size, tiling)
     image, info = load_reduced_info(path, side)
-    return reduce_for_detector(image, side), info.width, info.height
+    return shrink_shorter(image, side), info.width, info.height
 
 
 def detect_paths(

@@ -105,24 +105,22 @@ class DetectorRuntime:
         says: on `views[i]` when the decode worker made one, else on the file decoded again."""
         run = gate_mask(self.fusion, probs, self.columns)
         found: list[Detections | None] = [None] * len(paths)
-        picked: list[tuple[int, DetectorView]] = []
+        picked: list[tuple[int, Image.Image, int, int]] = []  # (row, image, original w, h)
         for i in np.flatnonzero(run).tolist():
             view = views[i] if views is not None else None
-            if view is None:
-                try:
-                    image, width, height = decode_for_detector(
-                        paths[i], self.config.image_size, self.config.tiling
-                    )
-                except ImageError:
-                    run[i] = False
-                    continue
-                view = DetectorView(np.asarray(image), width, height)
-            picked.append((i, view))
-        images = [Image.fromarray(view.pixels) for _, view in picked]
-        for (i, view), image, det in zip(
-            picked, images, detect_images(self.detector, images, self.config.tiling), strict=True
+            if view is not None:
+                picked.append((i, Image.fromarray(view.pixels), view.width, view.height))
+                continue
+            try:
+                picked.append((i, *decode_for_detector(paths[i], self.config.image_size,
+                                                       self.config.tiling)))  # fmt: skip
+            except ImageError:
+                run[i] = False
+        images = [image for _, image, _, _ in picked]
+        for (i, image, width, height), det in zip(
+            picked, detect_images(self.detector, images, self.config.tiling), strict=True
         ):
-            found[i] = to_original(det, image, view.width, view.height)
+            found[i] = to_original(det, image, width, height)
         features = evidence_features(probs, found, self.columns)
         fused, cells = apply_fusion(self.fusion, probs, features, run, self.columns)
         return FusedScores(fused, cells, run, found)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tagger.data.images import FitMode, ImageError, load_reduced_info, resize_shorter, resize_square
+from tagger.data.images import FitMode, ImageError, load_reduced_info, resize_square, shrink_shorter
 from tagger.inference.options import InputItem
 from tagger.inference.records import RecordError
 
@@ -54,9 +54,7 @@ def decode_input(
         pixels = np.asarray(resize_square(image, size, fit), dtype=np.uint8)
         detector_pixels = None
         if detector_side is not None:
-            if min(image.size) > detector_side:
-                image = resize_shorter(image, detector_side)
-            detector_pixels = np.asarray(image, dtype=np.uint8)
+            detector_pixels = np.asarray(shrink_shorter(image, detector_side), dtype=np.uint8)
     except ImageError as err:
         width, height = (err.info.width, err.info.height) if err.info else (None, None)
         return Decoded(item, None, width, height, RecordError(err.code, err.message))
