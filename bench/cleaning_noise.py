@@ -10,18 +10,23 @@ On the assembled `../shared/data` (`tagger assemble flows/configs/shared_data.ya
    positives are dropped (set to known negative) and false positives numbering 5% of the known
    positives are added on random known negatives. Unknown cells are never touched.
 2. Out-of-fold probabilities of the pool on the noisy labels (`tagger.train.crossfit`, k cheap
-   models), then `tagger.clean` ranks label issues on known cells and builds the review queue
+   models), the label-context regression on them (`tagger.clean.context`, out of the same k
+   groups), then `tagger.clean` ranks label issues on known cells and builds the review queue
    (default queue settings: at most 50 items per tag, 1,000 in all).
-3. Precision and recall of the queue's label issues against the injected flips.
+3. Precision and recall of the queue's label issues against the injected flips, for the queue
+   built as the clean stage builds it (label context on) and, beside it, on the image model's
+   probabilities alone; each also on the two halves of the pool's cross-fit groups.
 4. Three models with equal settings and seed, trained on the pool's noisy labels, on the noisy
    labels after accepting every suggestion of the queue, and on the clean labels; mAP on the
    test folds' clean labels (known cells only).
 5. Cost: issue ranking of 1M images x 1,000 tags of synthetic probabilities (30% of cells known,
    5% of them flipped), numpy backend over blocks of tags, against cleanlab's own per-tag call
-   measured on a sample of tags in the same run.
+   measured on a sample of tags in the same run; and the label-context regression on the same
+   size (4 groups, default settings: rank 64 at 1,000 tags, 20,000 rows fitted per group).
 
 Last line: `RESULT cleaning_noise recall_at_queue=<x> precision_at_queue=<x> map_noisy=<x>
-map_cleaned=<x> map_clean=<x> cost_1m_x_1000_s=<x> cleanlab_1m_x_1000_s=<x>`.
+map_cleaned=<x> map_clean=<x> cost_1m_x_1000_s=<x> cleanlab_1m_x_1000_s=<x> context_1m_x_1000_s=<x>
+recall_at_queue_image_only=<x> precision_at_queue_image_only=<x>`.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ import pandas as pd
 import torch
 
 from label_system.taxonomy import Taxonomy, load_default_taxonomy
-from tagger.clean.issues import IssueConfig, find_label_issues, tag_label_issues
+from tagger.clean.context import label_context_probs
+from tagger.clean.issues import IssueConfig, LabelIssues, find_label_issues, tag_label_issues
 from tagger.clean.queue import QueueConfig, build_review_queue
 from tagger.data.manifest import read_manifest, targets_from_manifest
 from tagger.metrics import average_precision, mean_average_precision
@@ -124,6 +130,58 @@ def queue_scores(
     return hits / max(int(flipped.sum()), 1), hits / max(len(issues), 1), len(issues)
 
 
+def queue_of(issues: LabelIssues, positives: pd.Series) -> pd.DataFrame:
+    """The review queue of `issues` alone (no pseudo labels, API or feedback), default settings."""
+    empty = pd.DataFrame(columns=["image_id", "tag", "model_prob", "api_score", "accepted"])
+    fb = pd.DataFrame(columns=["image_id", "tag", "value", "votes", "users"])
+    return build_review_queue(issues.cells, empty, fb, empty, positives, QueueConfig())
+
+
+def report_queue(
+    name: str,
+    issues: LabelIssues,
+    queue: pd.DataFrame,
+    flipped: np.ndarray,
+    ids: pd.Index,
+    tags: pd.Index,
+    rows: np.ndarray,
+    halves: list[np.ndarray],
+) -> None:
+    """Print the queue's recall and precision: whole pool, its top cuts, each half of the pool."""
+    recall, precision, size = queue_scores(queue, flipped, ids, tags)
+    all_r, all_p, all_n = queue_scores(issues.cells, flipped, ids, tags)
+    print(f"{name}: queue ({size} issues): recall {recall:.3f}, precision {precision:.3f}; "
+          f"all flagged ({all_n}): recall {all_r:.3f}, precision {all_p:.3f}")  # fmt: skip
+    for cut in (100, 250, 500):
+        r, p, _ = queue_scores(queue.head(cut), flipped, ids, tags)
+        print(f"  top {cut}: recall {r:.3f}, precision {p:.3f}")
+    for h, half in enumerate(halves):
+        own = np.zeros(len(ids), bool)
+        own[rows[half]] = True
+        part = queue[own[ids.get_indexer(queue["image_id"])]]
+        r, p, n = queue_scores(part, flipped & own[:, None], ids, tags)
+        print(f"  half {h} of the pool ({int(half.sum())} images): {n} queued, recall {r:.3f}, "
+              f"precision {p:.3f}", flush=True)  # fmt: skip
+
+
+def context_cost_line(n: int = 1_000_000, t: int = 1000, seed: int = 0) -> float:
+    """Seconds of the label-context regression on an `[n, t]` problem (4 groups, defaults)."""
+    rng = np.random.default_rng(seed)
+    probs = np.empty((n, t), np.float32)
+    labels, known = np.empty((n, t), bool), np.empty((n, t), bool)
+    for start in range(0, n, 100_000):  # in blocks: no [n, t] temporaries
+        part = slice(start, min(n, start + 100_000))
+        truth = rng.random((part.stop - start, t), dtype=np.float32) < 0.05
+        probs[part] = truth * 0.7 + rng.random(truth.shape, dtype=np.float32) * 0.3
+        known[part] = rng.random(truth.shape, dtype=np.float32) < 0.3
+        labels[part] = truth ^ (rng.random(truth.shape, dtype=np.float32) < 0.05)
+    t0 = time.perf_counter()
+    label_context_probs(probs, labels, known, np.arange(n) % 4)
+    seconds = time.perf_counter() - t0
+    print(f"cost: label context on {n:,} images x {t:,} tags: {seconds:.0f} s", flush=True)
+    return seconds
+
+
 def cost_line(
     n: int = 1_000_000, t: int = 1000, block: int = 50, seed: int = 0
 ) -> tuple[float, float]:
@@ -183,8 +241,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.cost_only or args.manifest is None:
         cost, cleanlab_cost = cost_line()
+        context_cost = context_cost_line()
         print(f"RESULT cleaning_noise cost_1m_x_1000_s={cost:.1f} "
-              f"cleanlab_1m_x_1000_s={cleanlab_cost:.0f}")  # fmt: skip
+              f"cleanlab_1m_x_1000_s={cleanlab_cost:.0f} "
+              f"context_1m_x_1000_s={context_cost:.0f}")  # fmt: skip
         return
     taxonomy = load_default_taxonomy()
     manifest = read_manifest(args.manifest)
@@ -207,25 +267,23 @@ def main() -> None:
     print(f"cross-fit: {args.k} models, {time.time() - t0:.0f} s", flush=True)
     rows = pd.Index(manifest["image_id"]).get_indexer(oof.image_ids)
     t0 = time.time()
-    issues = find_label_issues(oof.probs, noisy[rows], known[rows], oof.image_ids, taxonomy.tag_ids)
-    positives = pd.Series((noisy[rows] * known[rows]).sum(0), index=list(taxonomy.tag_ids))
-    empty = pd.DataFrame(columns=["image_id", "tag", "model_prob", "api_score", "accepted"])
-    fb = pd.DataFrame(columns=["image_id", "tag", "value", "votes", "users"])
-    queue = build_review_queue(issues.cells, empty, fb, empty, positives, QueueConfig())
-    print(f"issues: {len(issues.cells)} flagged, queue {len(queue)} ({time.time() - t0:.1f} s)")
+    assert oof.scored_by is not None
+    context = label_context_probs(oof.probs, noisy[rows], known[rows], oof.scored_by)
+    print(f"label context: {time.time() - t0:.1f} s", flush=True)
     ids, tags = pd.Index(manifest["image_id"]), pd.Index(taxonomy.tag_ids)
-    recall, precision, size = queue_scores(queue, flipped, ids, tags)
-    all_r, all_p, all_n = queue_scores(
-        issues.cells.assign(kind=issues.cells["kind"]), flipped, ids, tags
-    )
-    print(
-        f"queue ({size} issues): recall {recall:.3f}, precision {precision:.3f}; "
-        f"all flagged ({all_n}): recall {all_r:.3f}, precision {all_p:.3f}",
-        flush=True,
-    )
-    for cut in (100, 250, 500):
-        r, p, _ = queue_scores(queue.head(cut), flipped, ids, tags)
-        print(f"  top {cut}: recall {r:.3f}, precision {p:.3f}")
+    positives = pd.Series((noisy[rows] * known[rows]).sum(0), index=list(taxonomy.tag_ids))
+    halves = [np.isin(oof.scored_by, part) for part in np.array_split(np.unique(oof.scored_by), 2)]
+    queues = {}
+    for name, probs in (("image only", oof.probs), ("label context", context)):
+        issues = find_label_issues(
+            probs, noisy[rows], known[rows], oof.image_ids, taxonomy.tag_ids,
+            image_probs=oof.probs,
+        )  # fmt: skip
+        queues[name] = queue_of(issues, positives)
+        report_queue(name, issues, queues[name], flipped, ids, tags, rows, halves)
+    queue = queues["label context"]  # as the clean stage builds it
+    recall, precision, _ = queue_scores(queue, flipped, ids, tags)
+    recall_image, precision_image, _ = queue_scores(queues["image only"], flipped, ids, tags)
 
     cleaned = noisy.copy()
     qr, qc = ids.get_indexer(queue["image_id"]), tags.get_indexer(queue["tag"])
@@ -244,11 +302,14 @@ def main() -> None:
     recovered = (maps["cleaned"] - maps["noisy"]) / max(maps["clean"] - maps["noisy"], 1e-9)
     print(f"share of the lost mAP recovered: {recovered:.2f}")
     cost, cleanlab_cost = cost_line()
+    context_cost = context_cost_line()
     print(
         f"RESULT cleaning_noise recall_at_queue={recall:.3f} precision_at_queue={precision:.3f} "
         f"map_noisy={maps['noisy']:.4f} map_cleaned={maps['cleaned']:.4f} "
         f"map_clean={maps['clean']:.4f} cost_1m_x_1000_s={cost:.1f} "
-        f"cleanlab_1m_x_1000_s={cleanlab_cost:.0f}"
+        f"cleanlab_1m_x_1000_s={cleanlab_cost:.0f} context_1m_x_1000_s={context_cost:.0f} "
+        f"recall_at_queue_image_only={recall_image:.3f} "
+        f"precision_at_queue_image_only={precision_image:.3f}"
     )
 
 

@@ -136,7 +136,10 @@ def log_cleaning(cleaned: Cleaned, tracking: Tracking) -> str:
             for k in MLFLOW_METRICS
             if k in cleaned.summary
         ]
-        params = [Param("manifest", str(cleaned.assembled.manifest)[:6000])]
+        params = [
+            Param("manifest", str(cleaned.assembled.manifest)[:6000]),
+            Param("label_context", str(cleaned.summary.get("label_context", "")) or "n/a"),
+        ]
         client.log_batch(run_id, metrics=metrics, params=params)
         files = [
             cleaned.issues_per_tag,

@@ -79,6 +79,12 @@ def add_clean_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-per-tag", type=positive_int, help="queue items per tag (default: 50)"
     )
     parser.add_argument("--max-items", type=positive_int, help="queue items in all (default: 1000)")
+    parser.add_argument(
+        "--no-label-context",
+        action="store_true",
+        help="rank label issues on the image model's probabilities alone (default: also read "
+        "each image's other labels, tagger.clean.context)",
+    )
 
 
 def clean_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -91,6 +97,8 @@ def clean_overrides(args: argparse.Namespace) -> dict[str, Any]:
             out["pseudo"][key] = value
     if args.auto_accept:
         out["pseudo"]["auto_accept"] = True
+    if args.no_label_context:
+        out["context"] = {"enabled": False}
     for key, value in (("max_per_tag", args.max_per_tag), ("max_items", args.max_items)):
         if value is not None:
             out["queue"][key] = value
@@ -120,6 +128,7 @@ def run_clean_command(args: argparse.Namespace) -> int:
         f"{s['tags_checked']} tags; pseudo labels: {s['pseudo_labels']} "
         f"({s['pseudo_accepted']} accepted); queue: {s['queue']}"
     )
+    print(f"label context: {s['label_context']}")
     print(f"manifest:      {outputs.manifest}")
     print(f"queue:         {outputs.queue}")
     print(f"contact sheet: {outputs.contact_sheet}")

@@ -65,8 +65,10 @@ class IssueConfig(BaseModel):
 class LabelIssues:
     """Flagged known cells, ranked, and their counts per tag and per image.
 
-    cells: image_id, tag, kind ("missing" | "wrong"), label (0/1), prob, quality, rank (1 =
-        most suspect overall, by quality), tag_rank (within the tag).
+    cells: image_id, tag, kind ("missing" | "wrong"), label (0/1), prob (what was ranked),
+        image_prob (the image model's own probability; equal to prob unless prob reads the
+        label context, `tagger.clean.context`), quality, rank (1 = most suspect overall, by
+        quality), tag_rank (within the tag).
     per_tag: tag, known, positives, missing, wrong, checked (False: too few of one class).
     per_image: image_id, issues, worst_quality, tags (the flagged tags, most suspect first).
     """
@@ -126,19 +128,24 @@ def find_label_issues(
     image_ids: Sequence[str] | np.ndarray,
     tag_ids: Sequence[str],
     config: IssueConfig | None = None,
+    image_probs: np.ndarray | None = None,
 ) -> LabelIssues:
     """Label issues of the known cells of `[N, T]` out-of-fold `probs` vs `targets`.
 
     probs: float `[N, T]`, out-of-fold (never in-sample); targets: 0/1 `[N, T]`; known: bool
     `[N, T]`, True where the label is known. Unknown cells are never read (not as negatives,
-    not for thresholds) and never flagged.
+    not for thresholds) and never flagged. image_probs: `[N, T]`, the image model's own
+    probabilities when `probs` also read the label context (recorded, not ranked on).
     """
     config = config or IssueConfig()
     n, t = probs.shape
-    if targets.shape != (n, t) or known.shape != (n, t) or len(image_ids) != n:
+    image_probs = probs if image_probs is None else image_probs
+    shapes = (targets.shape, known.shape, image_probs.shape)
+    if any(shape != (n, t) for shape in shapes) or len(image_ids) != n:
         raise ValueError(
             f"find_label_issues: probs {probs.shape}, targets {targets.shape}, known "
-            f"{known.shape}, {len(image_ids)} image ids; all must be [N, T] / N"
+            f"{known.shape}, image_probs {image_probs.shape}, {len(image_ids)} image ids; all "
+            f"must be [N, T] / N"
         )
     if len(tag_ids) != t:
         raise ValueError(f"find_label_issues: {len(tag_ids)} tag ids for {t} columns")
@@ -163,6 +170,7 @@ def find_label_issues(
                             "kind": kinds,
                             "label": y[hit].astype(np.int8),
                             "prob": probs[rows[hit], j].astype(np.float32),
+                            "image_prob": image_probs[rows[hit], j].astype(np.float32),
                             "quality": quality[hit].astype(np.float32),
                         }
                     )
@@ -175,7 +183,9 @@ def find_label_issues(
 
 
 def _rank_cells(parts: list[pd.DataFrame], image_ids: np.ndarray) -> pd.DataFrame:
-    columns = ["image_id", "tag", "kind", "label", "prob", "quality", "rank", "tag_rank"]
+    columns = [
+        "image_id", "tag", "kind", "label", "prob", "image_prob", "quality", "rank", "tag_rank"
+    ]  # fmt: skip
     if not parts:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
     cells = pd.concat(parts, ignore_index=True)

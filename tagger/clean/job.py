@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from label_system.mapping import SourceMapping, identity_mapping, load_mapping
 from label_system.taxonomy import Taxonomy, load_default_taxonomy, load_taxonomy
 from tagger.clean.changes import ManifestVersion, apply_label_changes, write_manifest_version
+from tagger.clean.context import ContextConfig, label_context_probs
 from tagger.clean.export import (
     DEFAULT_IMAGE_URL,
     label_studio_tasks,
@@ -83,6 +84,7 @@ class CleanConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     issues: IssueConfig = IssueConfig()
+    context: ContextConfig = ContextConfig()
     pseudo: PseudoConfig = PseudoConfig()
     queue: QueueConfig = QueueConfig()
     api_predictions: ApiPredictionsConfig | None = None
@@ -191,7 +193,10 @@ def run_clean(
     rows = pd.Index(all_ids).get_indexer(ids)
     tag_ids = taxonomy.tag_ids
 
-    issues = find_label_issues(probs, targets[rows], known[rows], ids, tag_ids, config.issues)
+    ranked, context = _context_probs(probs, pred, targets[rows], known[rows], config.context)
+    issues = find_label_issues(
+        ranked, targets[rows], known[rows], ids, tag_ids, config.issues, image_probs=probs
+    )
     pseudo = _pseudo_labels(probs, ids, manifest, targets[rows], known[rows], taxonomy, config)
     feedback = read_feedback(list(config.feedback), manifest, taxonomy)
     evidence = feedback_evidence(feedback.rows)
@@ -230,6 +235,7 @@ def run_clean(
     tasks_path, xml_path = write_label_studio(tasks, out)
     summary = _summary(issues, pseudo, queue, evidence, fills, fb_conflicts, applied, feedback)
     summary |= {"manifest": str(cleaned), "manifest_sha256": sha, "images_scored": len(ids)}
+    summary["label_context"] = context
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), "utf-8")
     return CleanOutputs(
         manifest=cleaned,
@@ -261,6 +267,25 @@ def _aligned_probs(
         lacking = [t for t, c in zip(taxonomy.tag_ids, cols, strict=True) if c < 0][:10]
         raise ValueError(f"predictions lack taxonomy tags {lacking}")
     return pred.probs[:, cols], np.asarray(pred.image_ids, dtype=object)
+
+
+def _context_probs(
+    probs: np.ndarray,
+    pred: Predictions,
+    targets: np.ndarray,
+    known: np.ndarray,
+    config: ContextConfig,
+) -> tuple[np.ndarray, str]:
+    """`(probabilities to rank issues on, how they were made)`: the label-context regression
+    out of the cross-fit groups (or folds), or the image model's alone where it cannot run."""
+    if not config.enabled:
+        return probs, "off (config)"
+    groups, kind = pred.folds, "fold"
+    if pred.scored_by is not None:
+        groups, kind = pred.scored_by, "cross-fit model"
+    if len(np.unique(groups)) < 2:
+        return probs, f"off: every row comes from one {kind}; the regression needs two"
+    return label_context_probs(probs, targets, known, groups, config), f"on, out of {kind}s"
 
 
 def _pseudo_labels(

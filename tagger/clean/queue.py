@@ -7,7 +7,8 @@ Items come from four places, one row per (image, tag):
 - `pseudo`: a pseudo label on an unknown cell that was not accepted automatically.
 
 Priority = suspicion x (1 + rarity_weight x rarity):
-- suspicion in 0..1: `1 - quality` for label issues (cleanlab's self-confidence), the larger of
+- suspicion in 0..1: `1 - quality` for label issues (cleanlab's self-confidence on the
+  label-context probabilities, `tagger.clean.context`), the larger of
   model probability and API score for conflicts and pseudo labels (x `pseudo_weight`, as
   filling a gap matters less than fixing a wrong label), the share of users who disagree for
   feedback;
@@ -101,11 +102,10 @@ def _from_issues(cells: pd.DataFrame) -> pd.DataFrame:
     if cells.empty:
         return pd.DataFrame()
     wrong = cells["kind"].to_numpy() == "wrong"
-    reason = np.where(
-        wrong,
-        "labelled positive, model (out-of-fold) says " + cells["prob"].map("{:.2f}".format),
-        "labelled negative, model (out-of-fold) says " + cells["prob"].map("{:.2f}".format),
-    )
+    reason = [
+        f"labelled {'positive' if w else 'negative'}, model (out-of-fold) says {_says(p, i)}"
+        for w, p, i in zip(wrong, cells["prob"], cells["image_prob"], strict=True)
+    ]
     return _frame(
         len(cells),
         image_id=cells["image_id"].to_numpy(),
@@ -118,6 +118,13 @@ def _from_issues(cells: pd.DataFrame) -> pd.DataFrame:
         model_prob=cells["prob"].to_numpy(dtype=float),
         reasons=reason,
     )
+
+
+def _says(prob: float, image_prob: float) -> str:
+    """ "0.83", or how the image's other labels moved the image model's score."""
+    if abs(prob - image_prob) < 0.005:
+        return f"{prob:.2f}"
+    return f"{prob:.2f} with the image's other labels (image alone {image_prob:.2f})"
 
 
 def _from_suggestions(frame: pd.DataFrame, kind: str, weight: float) -> pd.DataFrame:

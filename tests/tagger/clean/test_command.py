@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from tagger.cli import main
 from tagger.data.manifest import read_manifest
@@ -17,8 +18,6 @@ def test_clean_then_review_round_trip(tmp_path: Path, capsys: pytest.CaptureFixt
     world, probs = animal_world(tmp_path)
     oof = write_oof(world, probs)
     taxonomy = tmp_path / "taxonomy.yaml"
-    import yaml
-
     taxonomy.write_text(yaml.safe_dump(world.taxonomy.to_dict()))
     out = tmp_path / "clean"
     code = main(
@@ -27,7 +26,8 @@ def test_clean_then_review_round_trip(tmp_path: Path, capsys: pytest.CaptureFixt
             "--taxonomy", str(taxonomy), "--max-per-tag", "3",
         ]
     )  # fmt: skip
-    assert code == 0 and "issues:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert code == 0 and "issues:" in printed and "label context: on, out of folds" in printed
     queue = pd.read_csv(out / "queue.csv")
     assert queue.groupby("tag").size().max() <= 3
     code = main(
@@ -47,6 +47,19 @@ def test_clean_then_review_round_trip(tmp_path: Path, capsys: pytest.CaptureFixt
     # a second import into the same folder is refused: versions are never overwritten
     assert main(args) == 2
     assert "already holds a manifest version" in capsys.readouterr().err
+
+
+def test_label_context_can_be_turned_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world, probs = animal_world(tmp_path)
+    out, taxonomy = tmp_path / "clean", tmp_path / "taxonomy.yaml"
+    taxonomy.write_text(yaml.safe_dump(world.taxonomy.to_dict()))
+    args = ["clean", str(world.manifest_path), str(write_oof(world, probs)), "--output-dir",
+            str(out), "--taxonomy", str(taxonomy), "--no-label-context"]  # fmt: skip
+    assert main(args) == 0 and "label context: off (config)" in capsys.readouterr().out
+    issues = pd.read_parquet(out / "issues.parquet")
+    assert (issues["prob"] == issues["image_prob"]).all()
 
 
 def test_arguments_are_checked_before_work(

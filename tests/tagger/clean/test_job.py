@@ -85,6 +85,8 @@ def test_run_clean_end_to_end(tmp_path: Path) -> None:
     assert issues.loc[(ids[11], "dog"), "kind"] == "missing"
     assert not issues.index.get_level_values(0).isin(ids[12:]).any()  # unknown on source B
     summary = out.summary
+    assert summary["label_context"] == "on, out of folds"  # no cross-fit models: the folds
+    assert (issues["image_prob"].between(0, 1)).all()
     assert summary["pseudo_accepted"] == 2  # model and API agree: beach on 0, dog on 12
     assert summary["feedback_fills"] == 1 and summary["feedback_conflicts"] == 1
     # the new manifest version: accepted pseudo labels and the feedback fill, logged

@@ -16,6 +16,7 @@ def issues(rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["image_id", "tag", "kind", "quality"])
     frame["label"] = (frame["kind"] == "wrong").astype(int)
     frame["prob"] = np.where(frame["label"] == 1, frame["quality"], 1 - frame["quality"])
+    frame["image_prob"] = frame["prob"]
     return frame
 
 
