@@ -14,8 +14,13 @@ On the assembled `../shared/data` (`tagger assemble flows/configs/shared_data.ya
    groups), then `tagger.clean` ranks label issues on known cells and builds the review queue
    (default queue settings: at most 50 items per tag, 1,000 in all).
 3. Precision and recall of the queue's label issues against the injected flips, for the queue
-   built as the clean stage builds it (label context on) and, beside it, on the image model's
-   probabilities alone; each also on the two halves of the pool's cross-fit groups.
+   built as the clean stage builds it (label context on, issues ranked by the probability that
+   the label is wrong under the default noise priors) and, beside it: on the image model's
+   probabilities alone; in cleanlab's self-confidence order (with and without the context); and
+   with both noise priors halved and doubled. Each also on the two halves of the pool's
+   cross-fit groups. (The injected false positives are uniform over known negatives, while the
+   clean stage's prior spreads them in proportion to each tag's positives: a mismatch that
+   this benchmark's rare tags pay for.)
 4. Three models with equal settings and seed, trained on the pool's noisy labels, on the noisy
    labels after accepting every suggestion of the queue, and on the clean labels; mAP on the
    test folds' clean labels (known cells only).
@@ -32,6 +37,7 @@ recall_at_queue_image_only=<x> precision_at_queue_image_only=<x>`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -137,8 +143,16 @@ def queue_of(issues: LabelIssues, positives: pd.Series) -> pd.DataFrame:
     return build_review_queue(issues.cells, empty, fb, empty, positives, QueueConfig())
 
 
+def noise_priors(config: IssueConfig, factor: float) -> IssueConfig:
+    """`config` with both noise priors multiplied by `factor`."""
+    update = {
+        "missing_rate": config.missing_rate * factor,
+        "false_positive_share": config.false_positive_share * factor,
+    }
+    return config.model_copy(update=update)
+
+
 def report_queue(
-    name: str,
     issues: LabelIssues,
     queue: pd.DataFrame,
     flipped: np.ndarray,
@@ -150,7 +164,7 @@ def report_queue(
     """Print the queue's recall and precision: whole pool, its top cuts, each half of the pool."""
     recall, precision, size = queue_scores(queue, flipped, ids, tags)
     all_r, all_p, all_n = queue_scores(issues.cells, flipped, ids, tags)
-    print(f"{name}: queue ({size} issues): recall {recall:.3f}, precision {precision:.3f}; "
+    print(f"  queue ({size} issues): recall {recall:.3f}, precision {precision:.3f}; "
           f"all flagged ({all_n}): recall {all_r:.3f}, precision {all_p:.3f}")  # fmt: skip
     for cut in (100, 250, 500):
         r, p, _ = queue_scores(queue.head(cut), flipped, ids, tags)
@@ -273,15 +287,29 @@ def main() -> None:
     ids, tags = pd.Index(manifest["image_id"]), pd.Index(taxonomy.tag_ids)
     positives = pd.Series((noisy[rows] * known[rows]).sum(0), index=list(taxonomy.tag_ids))
     halves = [np.isin(oof.scored_by, part) for part in np.array_split(np.unique(oof.scored_by), 2)]
+    default = IssueConfig()
+    variants = {  # name: (probabilities, issue settings, ranked in self-confidence order)
+        "as the clean stage": (context, default, False),
+        "image only": (oof.probs, default, False),
+        "self-confidence order": (context, default, True),
+        "image only, self-confidence order": (oof.probs, default, True),
+        "noise priors both halved": (context, noise_priors(default, 0.5), False),
+        "noise priors both doubled": (context, noise_priors(default, 2.0), False),
+    }
     queues = {}
-    for name, probs in (("image only", oof.probs), ("label context", context)):
+    for name, (probs, issue_config, self_confidence) in variants.items():
         issues = find_label_issues(
-            probs, noisy[rows], known[rows], oof.image_ids, taxonomy.tag_ids,
+            probs, noisy[rows], known[rows], oof.image_ids, taxonomy.tag_ids, issue_config,
             image_probs=oof.probs,
         )  # fmt: skip
+        if self_confidence:  # cleanlab's order: P(label wrong) read as 1 - self-confidence
+            issues = dataclasses.replace(issues, cells=issues.cells.assign(
+                flip_prob=1.0 - issues.cells["quality"]))  # fmt: skip
         queues[name] = queue_of(issues, positives)
-        report_queue(name, issues, queues[name], flipped, ids, tags, rows, halves)
-    queue = queues["label context"]  # as the clean stage builds it
+        print(f"{name} (missing_rate {issue_config.missing_rate}, false_positive_share "
+              f"{issue_config.false_positive_share}):")  # fmt: skip
+        report_queue(issues, queues[name], flipped, ids, tags, rows, halves)
+    queue = queues["as the clean stage"]
     recall, precision, _ = queue_scores(queue, flipped, ids, tags)
     recall_image, precision_image, _ = queue_scores(queues["image only"], flipped, ids, tags)
 

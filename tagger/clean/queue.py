@@ -7,8 +7,9 @@ Items come from four places, one row per (image, tag):
 - `pseudo`: a pseudo label on an unknown cell that was not accepted automatically.
 
 Priority = suspicion x (1 + rarity_weight x rarity):
-- suspicion in 0..1: `1 - quality` for label issues (cleanlab's self-confidence on the
-  label-context probabilities, `tagger.clean.context`), the larger of
+- suspicion in 0..1: for label issues, the probability that the label is wrong
+  (`flip_prob`, `tagger.clean.issues.flip_probability` on the label-context probabilities of
+  `tagger.clean.context`); the larger of
   model probability and API score for conflicts and pseudo labels (x `pseudo_weight`, as
   filling a gap matters less than fixing a wrong label), the share of users who disagree for
   feedback;
@@ -103,8 +104,11 @@ def _from_issues(cells: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     wrong = cells["kind"].to_numpy() == "wrong"
     reason = [
-        f"labelled {'positive' if w else 'negative'}, model (out-of-fold) says {_says(p, i)}"
-        for w, p, i in zip(wrong, cells["prob"], cells["image_prob"], strict=True)
+        f"labelled {'positive' if w else 'negative'}, model (out-of-fold) says {_says(p, i)}; "
+        f"P(label wrong) {f:.2f}"
+        for w, p, i, f in zip(
+            wrong, cells["prob"], cells["image_prob"], cells["flip_prob"], strict=True
+        )
     ]
     return _frame(
         len(cells),
@@ -113,7 +117,7 @@ def _from_issues(cells: pd.DataFrame) -> pd.DataFrame:
         kind=cells["kind"].to_numpy(),
         current=np.where(wrong, "positive", "negative"),
         suggested=np.where(wrong, "negative", "positive"),
-        suspicion=1.0 - cells["quality"].to_numpy(dtype=float),
+        suspicion=cells["flip_prob"].to_numpy(dtype=float),
         quality=cells["quality"].to_numpy(dtype=float),
         model_prob=cells["prob"].to_numpy(dtype=float),
         reasons=reason,

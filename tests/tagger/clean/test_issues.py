@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from cleanlab.multilabel_classification.filter import find_multilabel_issues_per_class
 
-from tagger.clean.issues import IssueConfig, find_label_issues, tag_label_issues
+from tagger.clean.issues import (
+    IssueConfig,
+    false_positive_rate,
+    find_label_issues,
+    flip_probability,
+    tag_label_issues,
+)
 
 
 def noisy_problem(n: int = 240, t: int = 5, seed: int = 0) -> tuple[np.ndarray, ...]:
@@ -85,6 +91,11 @@ def test_kinds_scores_and_ranks() -> None:
     assert cells.loc["e", "quality"] == pytest.approx(0.08, abs=1e-6)  # 1 - p for a negative
     assert cells.loc["f", "quality"] == pytest.approx(0.08, abs=1e-6)  # p for a positive
     assert list(result.cells["rank"]) == [1, 2]
+    # equal self-confidence, but a missed positive is likelier than a wrong one (the priors):
+    # a = 0.05 x 4 positives / 4 negatives; f: present = 0.03 / 0.85, flip = (1 - present) a / p
+    assert list(result.cells["image_id"]) == ["e", "f"]
+    assert cells.loc["e", "flip_prob"] > 0.99  # 0.92 > 1 - d: saturated
+    assert cells.loc["f", "flip_prob"] == pytest.approx((1 - 0.03 / 0.85) * 0.05 / 0.08, abs=1e-5)
     tag = result.per_tag.iloc[0]
     assert (tag["known"], tag["positives"], tag["missing"], tag["wrong"]) == (8, 4, 1, 1)
     assert set(result.per_image["image_id"]) == {"e", "f"}
@@ -121,3 +132,36 @@ def test_bad_shapes_and_numpy_filter_are_refused() -> None:
         )
     with pytest.raises(ValueError, match="confident_learning"):
         IssueConfig(backend="numpy")
+
+
+def test_flip_probability_hand_worked() -> None:
+    # d = 0.1, a = 0.01, p = 0.5: present = 0.49 / 0.89 = 0.550562; P(label 1) = p, so
+    # labelled 1: (1 - present) a / p = 0.0089888; labelled 0: present d / (1 - p) = 0.1101124
+    got = flip_probability(np.array([0.5, 0.5]), np.array([1, 0]), 0.1, 0.01)
+    np.testing.assert_allclose(got, [0.0089888, 0.1101124], atol=1e-6)
+
+
+def test_flip_probability_properties() -> None:
+    p = np.linspace(0.0, 1.0, 101)
+    wrong = flip_probability(p, np.ones_like(p), 0.1, 0.01)
+    missed = flip_probability(p, np.zeros_like(p), 0.1, 0.01)
+    for flips in (wrong, missed):
+        assert ((flips >= 0) & (flips <= 1)).all()
+    assert (np.diff(wrong) <= 1e-12).all() and (np.diff(missed) >= -1e-12).all()
+    # a rare tag's positive at 0.02 is less suspect than a negative the model puts at 0.9
+    assert flip_probability(np.array([0.02]), np.array([1]), 0.1, 0.01)[0] < 0.5
+    assert flip_probability(np.array([0.9]), np.array([0]), 0.1, 0.01)[0] > 0.5
+    # a rate per tag broadcasts
+    per_tag = flip_probability(np.full((2, 2), 0.5), np.ones((2, 2)), 0.1, np.array([0.01, 0.1]))
+    assert per_tag[0, 0] < per_tag[0, 1] and (per_tag[0] == per_tag[1]).all()
+    # symmetric noise: the two kinds mirror each other
+    sym = flip_probability(np.array([0.3, 0.7]), np.array([1, 0]), 0.05, 0.05)
+    assert sym[0] == pytest.approx(sym[1])
+
+
+def test_false_positive_rate_follows_the_tags_use() -> None:
+    config = IssueConfig(false_positive_share=0.05)
+    # 5% of 10 positives wrong, spread over 100 negatives; a common tag gets a higher rate
+    assert false_positive_rate(10, 110, config) == pytest.approx(0.005)
+    assert false_positive_rate(100, 200, config) == pytest.approx(0.05)
+    assert false_positive_rate(5, 5, config) == 0.25  # no negatives: bounded, never a division
