@@ -236,6 +236,10 @@ def run_clean(
     summary = _summary(issues, pseudo, queue, evidence, fills, fb_conflicts, applied, feedback)
     summary |= {"manifest": str(cleaned), "manifest_sha256": sha, "images_scored": len(ids)}
     summary["label_context"] = context
+    summary["noise_priors"] = {
+        "missing_rate": config.issues.missing_rate,
+        "false_positive_share": config.issues.false_positive_share,
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), "utf-8")
     return CleanOutputs(
         manifest=cleaned,

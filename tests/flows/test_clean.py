@@ -59,6 +59,8 @@ def test_clean_stage_tasks(assembled: tuple[Assembled, Path]) -> None:
     client = MlflowClient(tracking.tracking_uri)
     run = client.get_run(run_id)
     assert run.data.tags["stage"] == "clean" and "clean_issues" in run.data.metrics
+    assert run.data.params["label_context"].startswith("on, out of")
+    assert float(run.data.params["noise_prior_missing_rate"]) == 0.1
     names = {a.path for a in client.list_artifacts(run_id, "clean")}
     assert {"clean/queue.csv", "clean/contact_sheet.html", "clean/issues_per_tag.csv"} <= names
 
