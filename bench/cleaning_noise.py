@@ -178,6 +178,18 @@ def report_queue(
               f"precision {p:.3f}", flush=True)  # fmt: skip
 
 
+def synthetic_cells(
+    rng: np.random.Generator, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(probs, labels, known)` of the cost lines: 5% true positives scored 0.7 + U(0, 0.3),
+    30% of cells known, 5% of labels flipped."""
+    truth = rng.random(shape, dtype=np.float32) < 0.05
+    probs = np.clip(truth * 0.7 + rng.random(shape, dtype=np.float32) * 0.3, 0, 1)
+    known = rng.random(shape, dtype=np.float32) < 0.3
+    labels = truth ^ (rng.random(shape, dtype=np.float32) < 0.05)
+    return probs, labels, known
+
+
 def context_cost_line(n: int = 1_000_000, t: int = 1000, seed: int = 0) -> float:
     """Seconds of the label-context regression on an `[n, t]` problem (4 groups, defaults)."""
     rng = np.random.default_rng(seed)
@@ -185,10 +197,7 @@ def context_cost_line(n: int = 1_000_000, t: int = 1000, seed: int = 0) -> float
     labels, known = np.empty((n, t), bool), np.empty((n, t), bool)
     for start in range(0, n, 100_000):  # in blocks: no [n, t] temporaries
         part = slice(start, min(n, start + 100_000))
-        truth = rng.random((part.stop - start, t), dtype=np.float32) < 0.05
-        probs[part] = truth * 0.7 + rng.random(truth.shape, dtype=np.float32) * 0.3
-        known[part] = rng.random(truth.shape, dtype=np.float32) < 0.3
-        labels[part] = truth ^ (rng.random(truth.shape, dtype=np.float32) < 0.05)
+        probs[part], labels[part], known[part] = synthetic_cells(rng, (part.stop - start, t))
     t0 = time.perf_counter()
     label_context_probs(probs, labels, known, np.arange(n) % 4)
     seconds = time.perf_counter() - t0
@@ -207,10 +216,7 @@ def cost_line(
     total, found, sample = 0.0, 0, []
     for start in range(0, t, block):
         width = min(block, t - start)
-        truth = rng.random((n, width), dtype=np.float32) < 0.05
-        probs = np.clip(truth * 0.7 + rng.random((n, width), dtype=np.float32) * 0.3, 0, 1)
-        known = rng.random((n, width), dtype=np.float32) < 0.3
-        labels = truth ^ (rng.random((n, width), dtype=np.float32) < 0.05)
+        probs, labels, known = synthetic_cells(rng, (n, width))
         t0 = time.perf_counter()
         result = find_label_issues(probs, labels.astype(np.float32), known, ids,
                                    [f"t{start + j}" for j in range(width)], numpy_cfg)  # fmt: skip
@@ -223,7 +229,7 @@ def cost_line(
                 t1 = time.perf_counter()
                 tag_label_issues(probs[rows, j], labels[rows, j].astype(np.int64), cl_cfg)
                 sample.append(time.perf_counter() - t1)
-        del truth, probs, known, labels, result
+        del probs, known, labels, result
     cleanlab_total = float(np.mean(sample)) * t
     print(
         f"cost: {n:,} images x {t:,} tags (30% known): numpy backend {total:.1f} s "

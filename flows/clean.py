@@ -138,9 +138,9 @@ def log_cleaning(cleaned: Cleaned, tracking: Tracking) -> str:
         ]
         params = [
             Param("manifest", str(cleaned.assembled.manifest)[:6000]),
-            Param("label_context", str(cleaned.summary.get("label_context", "")) or "n/a"),
+            Param("label_context", str(cleaned.summary["label_context"])),
         ]
-        for key, value in dict(cleaned.summary.get("noise_priors", {})).items():
+        for key, value in cleaned.summary["noise_priors"].items():
             params.append(Param(f"noise_prior_{key}", str(value)))
         client.log_batch(run_id, metrics=metrics, params=params)
         files = [
