@@ -81,7 +81,7 @@ from tagger.inference.engine import (
 )
 from tagger.inference.onnx_export import OnnxBackend, create_onnx_backend
 from tagger.inference.options import InputItem, PredictOptions
-from tagger.inference.precision import verified_precisions
+from tagger.inference.precision import unsupported_reason, verified_precisions
 from tagger.inference.quantize import cached_int8_export
 from tagger.inference.runtime import prefer_heap_reuse
 from tagger.inference.verification import verify_precisions
@@ -323,7 +323,13 @@ def main(argv: list[str] | None = None) -> None:
     workers = default_workers(device=args.device)
     kind = defaults.worker_kind
     plain_workers = max(2, cpus - 1) if gpu else 2
-    precisions = [p for p in args.precisions if not (gpu and p == "int8")]
+    precisions = []
+    for p in args.precisions:  # a job would run fp32 for these: timing them measures nothing
+        reason = unsupported_reason(p, args.device)
+        if reason is None:
+            precisions.append(p)
+        else:
+            print(f"skipping {p}: {reason}")
     print(
         f"{len(photos)} photos x {args.passes} passes = {len(paths)} images; batch {BATCH}; "
         f"{cpus} CPUs; torch threads {torch.get_num_threads()}; device {args.device}"

@@ -5,10 +5,11 @@ Precisions (`PredictOptions.precision`, `tagger predict --precision`):
 - fp32: the reference;
 - bf16: torch autocast (CPU with AVX-512 BF16 / AMX, or CUDA), torch backend;
 - int8: the ONNX export statically quantized by ONNX Runtime (`tagger.inference.quantize`),
-  CPU; it runs on ONNX Runtime whichever backend is named;
+  CPU with int8 dot-product units (VNNI / AMX-INT8 / Arm dot product) or AVX2; it runs on ONNX
+  Runtime whichever backend is named;
 - auto: the fastest the machine supports among those the bundle's check passed
-  (`precision.json`, written when the bundle is built): on a CPU int8 (needs int8 dot-product
-  units: VNNI / AMX-INT8), then bf16 (needs bf16 units), then fp32; on CUDA bf16, then fp32.
+  (`precision.json`, written when the bundle is built): on a CPU int8, then bf16 (needs bf16
+  units), then fp32; on CUDA bf16, then fp32.
   A bundle without a check gets fp32.
 
 A precision asked for by name that the machine cannot run falls back to fp32 with a warning
@@ -32,7 +33,7 @@ from tagger.train.precision import Precision, bf16_supported, cpu_support
 
 log = logging.getLogger(__name__)
 
-# fastest first (bench/predict_throughput.py, resnet50@224 on 2 cores with AMX)
+# fastest first (bench/predict_throughput.py, resnet50@224 on 2 cores, AMX and AVX2-only CPUs)
 CPU_ORDER: tuple[Precision, ...] = ("int8", "bf16", "fp32")
 CUDA_ORDER: tuple[Precision, ...] = ("bf16", "fp32")
 
@@ -60,8 +61,11 @@ def unsupported_reason(precision: Precision, device: str, backend: str = "torch"
         return f"this CPU has no bf16 units (AVX-512 BF16 / AMX): {cpu_support().describe()}"
     if device.startswith("cuda"):
         return "int8 runs on ONNX Runtime's CPU kernels, not on CUDA"
-    if not cpu_support().int8_dot:
-        return f"this CPU has no int8 dot-product units (VNNI / AMX): {cpu_support().describe()}"
+    if not cpu_support().int8:
+        return (
+            "this CPU has neither int8 dot-product units (VNNI / AMX) nor AVX2: "
+            f"{cpu_support().describe()}"
+        )
     return None
 
 

@@ -41,6 +41,7 @@ from tagger.inference.quantize import (
     NoCalibrationImages,
     cached_int8_export,
     calibration_digest,
+    head_nodes,
     int8_key,
 )
 from tagger.inference.verification import verify_precisions
@@ -110,9 +111,16 @@ def test_auto_picks_the_fastest_verified_precision_the_machine_supports(
     _machine(monkeypatch, CpuSupport(bf16=True, amx=False, int8_dot=False, flags=frozenset()))
     assert choose_precision(both, "auto", "cpu").precision == "bf16"
     assert choose_precision(both, "auto", "cpu", "onnx").precision == "fp32"  # no bf16 there
+    # AVX2 without VNNI (e.g. AMD EPYC before Zen 4): int8 runs on ONNX Runtime's AVX2 kernels
+    avx2 = CpuSupport(bf16=False, amx=False, int8_dot=False, flags=frozenset(), int8_simd=True)
+    _machine(monkeypatch, avx2)
+    assert choose_precision(both, "auto", "cpu").precision == "int8"
+    assert choose_precision(both, "int8", "cpu").note == ""
+    assert "avx2 int8" in avx2.describe()
     _machine(monkeypatch, NO_UNITS)
     choice = choose_precision(both, "auto", "cpu")
     assert choice.precision == "fp32" and "no bf16 units" in choice.note
+    assert "nor AVX2" in choice.note  # why int8 was skipped
 
 
 def test_auto_refuses_an_unverified_precision(tiny_bundle, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
@@ -264,6 +272,28 @@ def test_int8_exports_are_cached_by_model_and_calibration_set(tiny_bundle, tmp_p
         cached_int8_export(dataclasses.replace(tiny_bundle, calibration_images=None))
     with pytest.raises(ValueError, match="expected uint8"):
         cached_int8_export(tiny_bundle, pixels[:, :16], cache_dir=cache)
+
+
+def test_int8_weights_are_7_bit_and_the_head_stays_fp32(tiny_bundle, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(cached_int8_export(tiny_bundle, cache_dir=tmp_path / "cache"))
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    int8 = [w for w in weights.values() if w.dtype == np.int8]
+    assert int8, "no int8 weights: nothing was quantized"
+    # reduce_range: no u8 x s8 pair sum can saturate AVX2's int16 multiply-add
+    assert all(w.min() >= -64 and w.max() <= 64 for w in int8)  # 2 x 255 x 64 < 2**15
+    producer = {out: node for node in model.graph.node for out in node.output}
+    (head,) = head_nodes(model)
+    node = next(n for n in model.graph.node if n.name == head)
+    assert node.op_type in ("Gemm", "MatMul")
+    # its weight is a float initializer read directly, not a DequantizeLinear of int8
+    assert node.input[1] in weights and weights[node.input[1]].dtype == np.float32
+    assert node.input[1] not in producer
+    quantized = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert any(weights.get(n.input[0]) is not None and weights[n.input[0]].dtype == np.int8
+               for n in quantized)  # fmt: skip
 
 
 # ---- a trained tiny model ---------------------------------------------------------------------
