@@ -10,9 +10,9 @@ CPU has them, AVX2 elsewhere).
 Two settings keep int8 close to fp32 on every CPU:
 
 - weights in 7 bits (`reduce_range`): AVX2 multiplies u8 x s8 pairs into int16, which
-  saturates with full-range weights (ONNX Runtime's quantization notes); with 7-bit weights no
-  sum overflows, so AVX2 and VNNI / AMX compute the same integers and the bundle's check holds
-  on either kind of machine;
+  saturates with full-range weights (ONNX Runtime's quantization notes); with 7-bit weights
+  (|w| <= 64, 2 x 255 x 64 < 2^15) no sum overflows, so the integer products are exact on AVX2
+  as they are on VNNI / AMX, and a check made on one kind of machine speaks for the other;
 - the classifier head (the last Gemm / MatMul / Conv before the output) stays fp32: it is a
   fraction of a percent of the compute, and its rounding lands directly on the scores that the
   thresholds cut.
