@@ -4,9 +4,9 @@ bf16 autocast on a CPU pays off only where the CPU has bf16 units (AVX-512 BF16 
 then runs convolutions and matmuls in bf16, 2-2.6x faster than fp32 for ResNets on two cores);
 elsewhere oneDNN emulates bf16 and it is slower than fp32. int8 (ONNX Runtime's quantized
 kernels) is fastest with int8 dot products (VNNI, AMX-INT8, Arm's dot product), and still about
-twice as fast as fp32 with AVX2's u8 x s8 multiply-add (measured: resnet50@224 on two AVX2-only
-AMD EPYC cores, 52-75 core-ms per image int8 against 117-135 torch fp32, bench/
-predict_throughput.py). Support is read from torch's own checks
+twice as fast as fp32 with AVX2's u8 x s8 multiply-add (`bench/predict_throughput.py`,
+resnet50@224 on two AVX2-only AMD EPYC cores: 52-75 core-ms per image int8 against 117-135 torch
+fp32). Support is read from torch's own checks
 (`torch.backends.mkldnn`, `torch.cpu._is_avx512_bf16_supported`, `_is_amx_tile_supported`),
 with the kernel's CPU flags (/proc/cpuinfo) as a second source.
 """
@@ -85,7 +85,7 @@ def cpu_support() -> CpuSupport:
     int8_dot = (
         bool({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"} & flags)
         or _torch_check("_is_vnni_supported")
-        or _torch_check("_is_avx512_vnni_supported")  # its name in older torch
+        or _torch_check("_is_avx512_vnni_supported")  # the name some torch versions use
     )
     int8_simd = "avx2" in flags or _torch_check("_is_avx2_supported")
     return CpuSupport(
