@@ -3,7 +3,8 @@
 A training checkpoint (`tagger train` output, e.g. `<run>/best`) becomes a bundle with
 thresholds calibrated on fold `--calib-fold`; fold `--check-fold` is the held-out set, as in the
 retrain flow's precision stage. The int8 model is quantized four ways, calibrated on the same
-`--calibration-images` training images (seeded draw from the other folds, as the flow does):
+`--calibration-images` training images (a seeded draw from the folds used for neither the
+thresholds nor the check):
 
 - full-range weights, head quantized (ONNX Runtime's defaults for QDQ, per channel);
 - 7-bit weights (`reduce_range`), head quantized;
