@@ -12,15 +12,17 @@ On the assembled `../shared/data` (`tagger assemble flows/configs/shared_data.ya
 2. Out-of-fold probabilities of the pool on the noisy labels (`tagger.train.crossfit`, k cheap
    models), the label-context regression on them (`tagger.clean.context`, out of the same k
    groups), then `tagger.clean` ranks label issues on known cells and builds the review queue
-   (default queue settings: at most 50 items per tag, 1,000 in all).
+   (default queue settings: at most 50 items per tag, 1,000 in all). A cell is an issue when
+   cleanlab's filter flags it or its P(label wrong) reaches 0.5 (`IssueConfig.min_flip_prob`).
 3. Precision and recall of the queue's label issues against the injected flips, for the queue
    built as the clean stage builds it (label context on, issues ranked by the probability that
    the label is wrong under the default noise priors) and, beside it: on the image model's
-   probabilities alone; in cleanlab's self-confidence order (with and without the context); and
-   with both noise priors halved and doubled. Each also on the two halves of the pool's
-   cross-fit groups. (The injected false positives are uniform over known negatives, while the
-   clean stage's prior spreads them in proportion to each tag's positives: a mismatch that
-   this benchmark's rare tags pay for.)
+   probabilities alone; in cleanlab's self-confidence order (with and without the context); with
+   cleanlab's filter alone deciding what is an issue; with the posterior rule let loose on the
+   image model's uncalibrated scores; and with both noise priors halved and doubled. Each also
+   on the two halves of the pool's cross-fit groups. (The injected false positives are uniform
+   over known negatives, while the clean stage's prior spreads them in proportion to each tag's
+   positives: a mismatch that this benchmark's rare tags pay for.)
 4. Three models with equal settings and seed, trained on the pool's noisy labels, on the noisy
    labels after accepting every suggestion of the queue, and on the clean labels; mAP on the
    test folds' clean labels (known cells only).
@@ -47,7 +49,7 @@ import pandas as pd
 import torch
 
 from label_system.taxonomy import Taxonomy, load_default_taxonomy
-from tagger.clean.context import label_context_probs
+from tagger.clean.context import label_context, label_context_probs
 from tagger.clean.issues import IssueConfig, LabelIssues, find_label_issues, tag_label_issues
 from tagger.clean.queue import QueueConfig, build_review_queue
 from tagger.data.manifest import read_manifest, targets_from_manifest
@@ -208,8 +210,9 @@ def context_cost_line(n: int = 1_000_000, t: int = 1000, seed: int = 0) -> float
 def cost_line(
     n: int = 1_000_000, t: int = 1000, block: int = 50, seed: int = 0
 ) -> tuple[float, float]:
-    """Seconds to rank issues of an `[n, t]` problem (numpy backend, blocks of tags), and
-    cleanlab's per-tag call extrapolated from a sample of tags."""
+    """Seconds to rank issues of an `[n, t]` problem (numpy backend, blocks of tags, every cell
+    calibrated so the posterior rule runs too), and cleanlab's per-tag call extrapolated from a
+    sample of tags."""
     rng = np.random.default_rng(seed)
     ids = np.arange(n).astype(str).astype(object)
     numpy_cfg = IssueConfig(backend="numpy", filter_by="confident_learning")
@@ -219,7 +222,8 @@ def cost_line(
         probs, labels, known = synthetic_cells(rng, (n, width))
         t0 = time.perf_counter()
         result = find_label_issues(probs, labels.astype(np.float32), known, ids,
-                                   [f"t{start + j}" for j in range(width)], numpy_cfg)  # fmt: skip
+                                   [f"t{start + j}" for j in range(width)], numpy_cfg,
+                                   calibrated=np.ones_like(known))  # fmt: skip
         total += time.perf_counter() - t0
         found += len(result.cells)
         if start == 0:
@@ -288,25 +292,33 @@ def main() -> None:
     rows = pd.Index(manifest["image_id"]).get_indexer(oof.image_ids)
     t0 = time.time()
     assert oof.scored_by is not None
-    context = label_context_probs(oof.probs, noisy[rows], known[rows], oof.scored_by)
+    context, calibrated = label_context(oof.probs, noisy[rows], known[rows], oof.scored_by)
     print(f"label context: {time.time() - t0:.1f} s", flush=True)
     ids, tags = pd.Index(manifest["image_id"]), pd.Index(taxonomy.tag_ids)
     positives = pd.Series((noisy[rows] * known[rows]).sum(0), index=list(taxonomy.tag_ids))
     halves = [np.isin(oof.scored_by, part) for part in np.array_split(np.unique(oof.scored_by), 2)]
     default = IssueConfig()
-    variants = {  # name: (probabilities, issue settings, ranked in self-confidence order)
-        "as the clean stage": (context, default, False),
-        "image only": (oof.probs, default, False),
-        "self-confidence order": (context, default, True),
-        "image only, self-confidence order": (oof.probs, default, True),
-        "noise priors both halved": (context, noise_priors(default, 0.5), False),
-        "noise priors both doubled": (context, noise_priors(default, 2.0), False),
-    }
+    filter_only = default.model_copy(update={"min_flip_prob": None})
+    everywhere = np.ones_like(calibrated)
+    # name: (probabilities, where they count as calibrated (the posterior rule reads only
+    # those), issue settings, ranked in self-confidence order)
+    variants = {
+        "as the clean stage": (context, calibrated, default, False),
+        "image only": (oof.probs, None, default, False),
+        "self-confidence order": (context, calibrated, default, True),
+        "image only, self-confidence order": (oof.probs, None, default, True),
+        "cleanlab's filter alone (no posterior rule)": (context, calibrated, filter_only, False),
+        "posterior rule on the image model's uncalibrated scores": (
+            oof.probs, everywhere, default, False,
+        ),
+        "noise priors both halved": (context, calibrated, noise_priors(default, 0.5), False),
+        "noise priors both doubled": (context, calibrated, noise_priors(default, 2.0), False),
+    }  # fmt: skip
     queues = {}
-    for name, (probs, issue_config, self_confidence) in variants.items():
+    for name, (probs, cells, issue_config, self_confidence) in variants.items():
         issues = find_label_issues(
             probs, noisy[rows], known[rows], oof.image_ids, taxonomy.tag_ids, issue_config,
-            image_probs=oof.probs,
+            image_probs=oof.probs, calibrated=cells,
         )  # fmt: skip
         if self_confidence:  # cleanlab's order: P(label wrong) read as 1 - self-confidence
             issues = dataclasses.replace(issues, cells=issues.cells.assign(

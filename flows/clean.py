@@ -97,6 +97,7 @@ MLFLOW_METRICS = (
     "issues",
     "missing",
     "wrong",
+    "issues_posterior_only",
     "tags_checked",
     "pseudo_labels",
     "pseudo_accepted",
@@ -139,6 +140,7 @@ def log_cleaning(cleaned: Cleaned, tracking: Tracking) -> str:
         params = [
             Param("manifest", str(cleaned.assembled.manifest)[:6000]),
             Param("label_context", str(cleaned.summary["label_context"])),
+            Param("min_flip_prob", str(cleaned.summary["min_flip_prob"])),
         ]
         for key, value in cleaned.summary["noise_priors"].items():
             params.append(Param(f"noise_prior_{key}", str(value)))

@@ -69,6 +69,23 @@ def label_context_probs(
     `[N, T]`; groups: `[N]` ints, the rows' cross-fit groups (at least 2 distinct values).
     Cells of tags too rare to fit in a group keep `probs`.
     """
+    return label_context(probs, targets, known, groups, config)[0]
+
+
+def label_context(
+    probs: np.ndarray,
+    targets: np.ndarray,
+    known: np.ndarray,
+    groups: np.ndarray,
+    config: ContextConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`(probabilities [N, T] float32, fitted [N, T] bool)`, as `label_context_probs`.
+
+    fitted: True where a regression scored the cell. Those probabilities are calibrated to the
+    labels (a logistic regression fitted by maximum likelihood on them), which a posterior such
+    as `tagger.clean.issues.flip_probability` needs; elsewhere the cell keeps the image model's
+    own score (a focal-loss model's scores are not calibrated).
+    """
     config = config or ContextConfig()
     probs = np.asarray(probs, dtype=np.float32)
     n, t = probs.shape
@@ -84,8 +101,9 @@ def label_context_probs(
             f"label_context_probs: rows come from {len(names)} group; the context regression "
             f"is fitted out of fold and needs at least 2 (cross-fit groups or folds)"
         )
+    fitted_cells = np.zeros((n, t), bool)
     if not config.enabled:
-        return probs.copy()
+        return probs.copy(), fitted_cells
     rng = np.random.default_rng(config.seed)
     out = probs.copy()
     for g in names:
@@ -101,7 +119,8 @@ def label_context_probs(
             with torch.no_grad():
                 q = torch.sigmoid(_linear(logit, x, a, b, weights)).numpy()
             out[np.ix_(rows, cols)] = q[:, cols]
-    return out
+        fitted_cells[np.ix_(scored, cols)] = True
+    return out, fitted_cells
 
 
 def _tensors(

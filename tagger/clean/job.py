@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from label_system.mapping import SourceMapping, identity_mapping, load_mapping
 from label_system.taxonomy import Taxonomy, load_default_taxonomy, load_taxonomy
 from tagger.clean.changes import ManifestVersion, apply_label_changes, write_manifest_version
-from tagger.clean.context import ContextConfig, label_context_probs
+from tagger.clean.context import ContextConfig, label_context
 from tagger.clean.export import (
     DEFAULT_IMAGE_URL,
     label_studio_tasks,
@@ -193,9 +193,18 @@ def run_clean(
     rows = pd.Index(all_ids).get_indexer(ids)
     tag_ids = taxonomy.tag_ids
 
-    ranked, context = _context_probs(probs, pred, targets[rows], known[rows], config.context)
+    ranked, calibrated, context = _context_probs(
+        probs, pred, targets[rows], known[rows], config.context
+    )
     issues = find_label_issues(
-        ranked, targets[rows], known[rows], ids, tag_ids, config.issues, image_probs=probs
+        ranked,
+        targets[rows],
+        known[rows],
+        ids,
+        tag_ids,
+        config.issues,
+        image_probs=probs,
+        calibrated=calibrated,
     )
     pseudo = _pseudo_labels(probs, ids, manifest, targets[rows], known[rows], taxonomy, config)
     feedback = read_feedback(list(config.feedback), manifest, taxonomy)
@@ -240,6 +249,7 @@ def run_clean(
         "missing_rate": config.issues.missing_rate,
         "false_positive_share": config.issues.false_positive_share,
     }
+    summary["min_flip_prob"] = config.issues.min_flip_prob
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), "utf-8")
     return CleanOutputs(
         manifest=cleaned,
@@ -279,17 +289,19 @@ def _context_probs(
     targets: np.ndarray,
     known: np.ndarray,
     config: ContextConfig,
-) -> tuple[np.ndarray, str]:
-    """`(probabilities to rank issues on, how they were made)`: the label-context regression
-    out of the cross-fit groups (or folds), or the image model's alone where it cannot run."""
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """`(probabilities to rank issues on, where they are calibrated, how they were made)`: the
+    label-context regression out of the cross-fit groups (or folds), or the image model's
+    alone (calibrated nowhere) where it cannot run."""
     if not config.enabled:
-        return probs, "off (config)"
+        return probs, None, "off (config)"
     groups, kind = pred.folds, "fold"
     if pred.scored_by is not None:
         groups, kind = pred.scored_by, "cross-fit model"
     if len(np.unique(groups)) < 2:
-        return probs, f"off: every row comes from one {kind}; the regression needs two"
-    return label_context_probs(probs, targets, known, groups, config), f"on, out of {kind}s"
+        return probs, None, f"off: every row comes from one {kind}; the regression needs two"
+    ranked, fitted = label_context(probs, targets, known, groups, config)
+    return ranked, fitted, f"on, out of {kind}s"
 
 
 def _pseudo_labels(
@@ -405,6 +417,7 @@ def _summary(
         "issues": len(issues.cells),
         "missing": int(kinds.get("missing", 0)),
         "wrong": int(kinds.get("wrong", 0)),
+        "issues_posterior_only": int((issues.cells["found_by"] == "posterior").sum()),
         "tags_checked": int(issues.per_tag["checked"].sum()),
         "pseudo_labels": len(pseudo.pseudo),
         "pseudo_accepted": int(pseudo.pseudo["accepted"].sum()),

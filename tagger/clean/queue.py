@@ -103,11 +103,12 @@ def _from_issues(cells: pd.DataFrame) -> pd.DataFrame:
     if cells.empty:
         return pd.DataFrame()
     wrong = cells["kind"].to_numpy() == "wrong"
+    found_by = cells["found_by"] if "found_by" in cells else pd.Series("cleanlab", cells.index)
     reason = [
         f"labelled {'positive' if w else 'negative'}, model (out-of-fold) says {_says(p, i)}; "
-        f"P(label wrong) {f:.2f}"
-        for w, p, i, f in zip(
-            wrong, cells["prob"], cells["image_prob"], cells["flip_prob"], strict=True
+        f"P(label wrong) {f:.2f}{_FOUND_BY.get(b, '')}"
+        for w, p, i, f, b in zip(
+            wrong, cells["prob"], cells["image_prob"], cells["flip_prob"], found_by, strict=True
         )
     ]
     return _frame(
@@ -122,6 +123,9 @@ def _from_issues(cells: pd.DataFrame) -> pd.DataFrame:
         model_prob=cells["prob"].to_numpy(dtype=float),
         reasons=reason,
     )
+
+
+_FOUND_BY = {"posterior": "; cleanlab's filter did not flag it"}
 
 
 def _says(prob: float, image_prob: float) -> str:

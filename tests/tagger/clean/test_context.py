@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tagger.clean.context import ContextConfig, label_context_probs
+from tagger.clean.context import ContextConfig, label_context, label_context_probs
 
 
 def implied_world(n: int = 400, seed: int = 0) -> tuple[np.ndarray, ...]:
@@ -76,6 +76,21 @@ def test_rare_tags_keep_the_image_probability_and_off_is_identity() -> None:
     np.testing.assert_array_equal(q[:, 2], probs[:, 2])
     off = label_context_probs(probs, targets, known, groups, ContextConfig(enabled=False))
     np.testing.assert_array_equal(off, probs)
+
+
+def test_fitted_marks_the_cells_a_regression_scored() -> None:
+    probs, targets, known, groups = implied_world()
+    targets[:, 2] = 0
+    targets[[0, 4], 2] = 1  # both positives in group 0: only the other groups' fits see them
+    q, fitted = label_context(probs, targets, known, groups)
+    assert fitted.dtype == bool and fitted.shape == probs.shape
+    assert fitted[:, :2].all()
+    g0 = groups == 0
+    assert not fitted[g0, 2].any() and fitted[~g0, 2].all()
+    np.testing.assert_array_equal(q[g0, 2], probs[g0, 2])  # unfitted cells keep the image score
+    np.testing.assert_array_equal(q, label_context_probs(probs, targets, known, groups))
+    _, off = label_context(probs, targets, known, groups, ContextConfig(enabled=False))
+    assert not off.any()
 
 
 def test_bad_shapes_and_one_group_are_refused() -> None:

@@ -14,6 +14,8 @@ from tagger.clean.issues import (
     tag_label_issues,
 )
 
+FILTER_ONLY = IssueConfig(min_flip_prob=None)
+
 
 def noisy_problem(n: int = 240, t: int = 5, seed: int = 0) -> tuple[np.ndarray, ...]:
     """True labels, probabilities that follow them, and labels with ~10% of cells flipped."""
@@ -40,7 +42,12 @@ def test_all_known_equals_cleanlab_multilabel_per_class() -> None:
         labels=[list(np.flatnonzero(r)) for r in labels], pred_probs=probs
     )
     result = find_label_issues(
-        probs, labels, np.ones_like(labels, bool), [str(i) for i in range(n)], tags
+        probs,
+        labels,
+        np.ones_like(labels, bool),
+        [str(i) for i in range(n)],
+        tags,
+        IssueConfig(min_flip_prob=None),  # cleanlab's filter alone
     )
     mine = as_mask(result, n, tags)
     assert reference.sum() > 20  # the fixture has issues to find
@@ -68,7 +75,10 @@ def test_unknown_cells_are_never_read_nor_flagged() -> None:
     assert not (flagged & ~known).any()
     # the same flags whatever the unknown cells hold
     np.testing.assert_array_equal(flagged, as_mask(b, n, tags))
-    # and the same as cleanlab on each tag's known rows alone
+    # and, with cleanlab's filter alone, the same as cleanlab on each tag's known rows alone
+    filter_only = find_label_issues(probs_a, labels_a, known, ids, tags, FILTER_ONLY)
+    flagged = as_mask(filter_only, n, tags)
+    assert not (flagged & ~known).any() and len(filter_only.cells)
     for j in range(t):
         rows = np.flatnonzero(known[:, j])
         ref = find_multilabel_issues_per_class(
@@ -78,6 +88,35 @@ def test_unknown_cells_are_never_read_nor_flagged() -> None:
     # while masking nothing (reading unknown as negative) would flag the unknown cells
     c = find_label_issues(probs_a, labels_a, np.ones_like(known), ids, tags)
     assert (as_mask(c, n, tags) & ~known).sum() > 50
+
+
+def test_posterior_flags_what_cleanlabs_count_leaves() -> None:
+    # a common tag whose labelled positives score 0.95 (as the label context makes them):
+    # cleanlab counts a labelled negative as confidently positive only from 0.95 on, so the
+    # negative at 0.87 is left; under the noise priors it is a missed positive with P = 0.74
+    probs = np.array([[0.95]] * 20 + [[0.05]] * 80 + [[0.87], [0.3]])
+    labels = np.array([[1]] * 20 + [[0]] * 82)
+    known = np.ones_like(labels, bool)
+    ids, tags = [f"i{k}" for k in range(len(labels))], ["animal"]
+    assert find_label_issues(probs, labels, known, ids, tags, FILTER_ONLY).cells.empty
+    # the posterior reads calibrated scores only: uncalibrated (the default), nothing is added
+    assert find_label_issues(probs, labels, known, ids, tags).cells.empty
+    calibrated = np.ones_like(known)
+    result = find_label_issues(probs, labels, known, ids, tags, calibrated=calibrated)
+    [cell] = result.cells.itertuples()
+    assert (cell.image_id, cell.kind, cell.found_by) == ("i100", "missing", "posterior")
+    a = false_positive_rate(20, 102, IssueConfig())
+    expected = flip_probability(np.array([0.87]), np.array([0]), 0.1, a)[0]
+    assert cell.flip_prob == pytest.approx(expected, abs=1e-6) and 0.5 < cell.flip_prob < 0.9
+    assert result.per_tag.iloc[0]["missing"] == 1
+    # a higher bar leaves it to cleanlab again
+    stricter = IssueConfig(min_flip_prob=0.9)
+    assert find_label_issues(
+        probs, labels, known, ids, tags, stricter, calibrated=calibrated
+    ).cells.empty
+    # and an uncalibrated cell is left to cleanlab, whatever its flip probability
+    calibrated[100, 0] = False
+    assert find_label_issues(probs, labels, known, ids, tags, calibrated=calibrated).cells.empty
 
 
 def test_kinds_scores_and_ranks() -> None:

@@ -87,6 +87,9 @@ def test_run_clean_end_to_end(tmp_path: Path) -> None:
     summary = out.summary
     assert summary["label_context"] == "on, out of folds"  # no cross-fit models: the folds
     assert (issues["image_prob"].between(0, 1)).all()
+    assert set(issues["found_by"]) <= {"cleanlab", "posterior", "both"}
+    assert summary["issues_posterior_only"] == int((issues["found_by"] == "posterior").sum())
+    assert summary["min_flip_prob"] == 0.5
     assert summary["pseudo_accepted"] == 2  # model and API agree: beach on 0, dog on 12
     assert summary["feedback_fills"] == 1 and summary["feedback_conflicts"] == 1
     # the new manifest version: accepted pseudo labels and the feedback fill, logged
