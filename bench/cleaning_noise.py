@@ -13,7 +13,8 @@ On the assembled `../shared/data` (`tagger assemble flows/configs/shared_data.ya
    models), the label-context regression on them (`tagger.clean.context`, out of the same k
    groups), then `tagger.clean` ranks label issues on known cells and builds the review queue
    (default queue settings: at most 50 items per tag, 1,000 in all). A cell is an issue when
-   cleanlab's filter flags it or its P(label wrong) reaches 0.5 (`IssueConfig.min_flip_prob`).
+   cleanlab's filter flags it or, where the context regression scored it (calibrated), its
+   P(label wrong) reaches 0.5 (`IssueConfig.min_flip_prob`).
 3. Precision and recall of the queue's label issues against the injected flips, for the queue
    built as the clean stage builds it (label context on, issues ranked by the probability that
    the label is wrong under the default noise priors) and, beside it: on the image model's
