@@ -214,12 +214,14 @@ def find_label_issues(
     config = config or IssueConfig()
     n, t = probs.shape
     image_probs = probs if image_probs is None else image_probs
-    calibrated = np.zeros((n, t), bool) if calibrated is None else calibrated
-    shapes = (targets.shape, known.shape, image_probs.shape, calibrated.shape)
+    threshold = config.min_flip_prob  # the posterior rule; it reads calibrated cells only
+    shapes = [targets.shape, known.shape, image_probs.shape]
+    shapes += [calibrated.shape] if calibrated is not None else []
     if any(shape != (n, t) for shape in shapes) or len(image_ids) != n:
+        calibrated_shape = None if calibrated is None else calibrated.shape
         raise ValueError(
             f"find_label_issues: probs {probs.shape}, targets {targets.shape}, known "
-            f"{known.shape}, image_probs {image_probs.shape}, calibrated {calibrated.shape}, "
+            f"{known.shape}, image_probs {image_probs.shape}, calibrated {calibrated_shape}, "
             f"{len(image_ids)} image ids; all must be [N, T] / N"
         )
     if len(tag_ids) != t:
@@ -232,19 +234,18 @@ def find_label_issues(
         checked = min(positives, len(y) - positives) >= config.min_class_count
         found = {"missing": 0, "wrong": 0}
         if checked:
-            mask, quality = tag_label_issues(probs[rows, j], y, config)
-            flip = flip_probability(
-                probs[rows, j],
-                y,
-                config.missing_rate,
-                false_positive_rate(positives, len(y), config),
-            )
-            by_posterior = (
-                (flip >= config.min_flip_prob) & calibrated[rows, j]
-                if config.min_flip_prob is not None
-                else np.zeros(len(y), bool)
-            )
-            hit = np.flatnonzero(mask | by_posterior)
+            p = probs[rows, j]
+            mask, quality = tag_label_issues(p, y, config)
+            fpr = false_positive_rate(positives, len(y), config)
+            if threshold is not None and calibrated is not None:  # the rule reads every row
+                flip = flip_probability(p, y, config.missing_rate, fpr)
+                by_posterior = (flip >= threshold) & calibrated[rows, j]
+                hit = np.flatnonzero(mask | by_posterior)
+                flip = flip[hit]
+            else:  # only the flagged rows' (the ranking's)
+                by_posterior = np.zeros(len(y), bool)
+                hit = np.flatnonzero(mask)
+                flip = flip_probability(p[hit], y[hit], config.missing_rate, fpr)
             if len(hit):
                 kinds = np.where(y[hit] == 1, "wrong", "missing")
                 found = {k: int((kinds == k).sum()) for k in ISSUE_KINDS}
@@ -255,10 +256,10 @@ def find_label_issues(
                             "tag": tag,
                             "kind": kinds,
                             "label": y[hit].astype(np.int8),
-                            "prob": probs[rows[hit], j].astype(np.float32),
+                            "prob": p[hit].astype(np.float32),
                             "image_prob": image_probs[rows[hit], j].astype(np.float32),
                             "quality": quality[hit].astype(np.float32),
-                            "flip_prob": flip[hit].astype(np.float32),
+                            "flip_prob": flip.astype(np.float32),
                             "found_by": np.where(
                                 mask[hit],
                                 np.where(by_posterior[hit], "both", "cleanlab"),

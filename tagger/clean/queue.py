@@ -103,12 +103,16 @@ def _from_issues(cells: pd.DataFrame) -> pd.DataFrame:
     if cells.empty:
         return pd.DataFrame()
     wrong = cells["kind"].to_numpy() == "wrong"
-    found_by = cells["found_by"] if "found_by" in cells else pd.Series("cleanlab", cells.index)
     reason = [
         f"labelled {'positive' if w else 'negative'}, model (out-of-fold) says {_says(p, i)}; "
         f"P(label wrong) {f:.2f}{_FOUND_BY.get(b, '')}"
         for w, p, i, f, b in zip(
-            wrong, cells["prob"], cells["image_prob"], cells["flip_prob"], found_by, strict=True
+            wrong,
+            cells["prob"],
+            cells["image_prob"],
+            cells["flip_prob"],
+            cells["found_by"],
+            strict=True,
         )
     ]
     return _frame(

@@ -18,6 +18,7 @@ def issues(rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
     frame["prob"] = np.where(frame["label"] == 1, frame["quality"], 1 - frame["quality"])
     frame["image_prob"] = frame["prob"]
     frame["flip_prob"] = 1 - frame["quality"]  # the queue ranks label issues on flip_prob
+    frame["found_by"] = "cleanlab"
     return frame
 
 
