@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/cleaning_noise.py /tmp/assembled_shared/manifest.parquet \\
         [--cache-dir DIR] [--epochs 6 --image-size 96 --k 4 --test-folds 8 9 --seed 0]
+        [--backbone resnet18 --pretrained WEIGHTS_FILE|hub]
     .venv/bin/python bench/cleaning_noise.py --cost-only      # the 1M x 1,000 cost line only
 
 On the assembled `../shared/data` (`tagger assemble flows/configs/shared_data.yaml`):
@@ -20,10 +21,19 @@ On the assembled `../shared/data` (`tagger assemble flows/configs/shared_data.ya
    the label is wrong under the default noise priors) and, beside it: on the image model's
    probabilities alone; in cleanlab's self-confidence order (with and without the context); with
    cleanlab's filter alone deciding what is an issue; with the posterior rule let loose on the
-   image model's uncalibrated scores; and with both noise priors halved and doubled. Each also
-   on the two halves of the pool's cross-fit groups. (The injected false positives are uniform
-   over known negatives, while the clean stage's prior spreads them in proportion to each tag's
-   positives: a mismatch that this benchmark's rare tags pay for.)
+   image model's uncalibrated scores; with wrong positives assumed spread evenly over absent
+   cells (`IssueConfig.false_positive_spread` 1); and with both noise priors halved and doubled.
+   Each also on the two halves of the pool's cross-fit groups. (The injected false positives
+   are uniform over known negatives (`--false-positives uniform`), while the clean stage's
+   default prior puts them in proportion to each tag's positives: a mismatch that this
+   benchmark's rare tags pay for, and that `false_positive_spread` 1 removes. With
+   `--false-positives by_tag` the default prior is the injected noise's own.) For the clean
+   stage's queue
+   also: the recall of the ranking's first N items, N = the number of flips (R-precision: a
+   perfect ranking finds them all, while the 1,000-item queue holds at most 1,000 of them);
+   and the share of the flips in the queue by how well the image model knows their tag (its
+   out-of-fold AP on the clean labels), which shows what a stronger cross-fit model would buy.
+   The cross-fit models train from scratch unless `--pretrained` gives backbone weights.
 4. Three models with equal settings and seed, trained on the pool's noisy labels, on the noisy
    labels after accepting every suggestion of the queue, and on the clean labels; mAP on the
    test folds' clean labels (known cells only).
@@ -34,7 +44,8 @@ On the assembled `../shared/data` (`tagger assemble flows/configs/shared_data.ya
 
 Last line: `RESULT cleaning_noise recall_at_queue=<x> precision_at_queue=<x> map_noisy=<x>
 map_cleaned=<x> map_clean=<x> cost_1m_x_1000_s=<x> cleanlab_1m_x_1000_s=<x> context_1m_x_1000_s=<x>
-recall_at_queue_image_only=<x> precision_at_queue_image_only=<x>`.
+recall_at_queue_image_only=<x> precision_at_queue_image_only=<x> recall_at_flips=<x>
+recall_at_queue_even_fp=<x> precision_at_queue_even_fp=<x>`.
 """
 
 from __future__ import annotations
@@ -67,16 +78,26 @@ def inject_noise(
     rng: np.random.Generator,
     drop: float = 0.10,
     add: float = 0.05,
+    spread: str = "uniform",
 ) -> tuple[np.ndarray, np.ndarray]:
     """`(noisy targets, flipped mask)`: in `rows`, `drop` of known positives -> negative, and
-    `add` x (known positives) known negatives -> positive."""
+    `add` x (known positives) known negatives -> positive, drawn uniformly over the known
+    negatives (`spread` "uniform") or with each tag's share in proportion to its known
+    positives ("by_tag"; a tag with no known negative gets none)."""
     noisy = targets.copy()
     in_rows = np.zeros(len(targets), bool)
     in_rows[rows] = True
     pos = np.argwhere((targets > 0.5) & known & in_rows[:, None])
     neg = np.argwhere((targets < 0.5) & known & in_rows[:, None])
     dropped = pos[rng.choice(len(pos), round(drop * len(pos)), replace=False)]
-    added = neg[rng.choice(len(neg), round(add * len(pos)), replace=False)]
+    weights = None
+    if spread == "by_tag":  # a negative's weight: its tag's positives per negative
+        per_tag = np.bincount(pos[:, 1], minlength=targets.shape[1])
+        per_tag = per_tag / np.maximum(np.bincount(neg[:, 1], minlength=targets.shape[1]), 1)
+        weights = per_tag[neg[:, 1]] / per_tag[neg[:, 1]].sum()
+    elif spread != "uniform":
+        raise ValueError(f"spread {spread!r}: allowed 'uniform', 'by_tag'")
+    added = neg[rng.choice(len(neg), round(add * len(pos)), replace=False, p=weights)]
     flipped = np.zeros_like(known)
     for cells, value in ((dropped, 0.0), (added, 1.0)):
         noisy[cells[:, 0], cells[:, 1]] = value
@@ -92,12 +113,23 @@ def with_targets(manifest: pd.DataFrame, targets: np.ndarray, taxonomy: Taxonomy
     return out
 
 
+def pretrained_weights(value: str) -> str | Path:
+    """`--pretrained`: 'hub', or a weights file that exists (checked before any model loads)."""
+    if value == "hub":
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no weights file {path} (give a file, or 'hub')")
+    return path
+
+
 def train_config(
     args: argparse.Namespace, manifest: Path, cache_dir: Path, out: Path
 ) -> TrainConfig:
     return TrainConfig.model_validate(
         {
-            "model": {"backbone": "resnet18", "image_size": args.image_size, "pretrained": False},
+            "model": {"backbone": args.backbone, "image_size": args.image_size,
+                      "pretrained": args.pretrained},
             "loss": {"name": "focal"},
             "sampler": {"name": "repeat_factor", "threshold": 0.02},
             "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.01},
@@ -139,11 +171,14 @@ def queue_scores(
     return hits / max(int(flipped.sum()), 1), hits / max(len(issues), 1), len(issues)
 
 
-def queue_of(issues: LabelIssues, positives: pd.Series) -> pd.DataFrame:
-    """The review queue of `issues` alone (no pseudo labels, API or feedback), default settings."""
+def queue_of(
+    issues: LabelIssues, positives: pd.Series, config: QueueConfig | None = None
+) -> pd.DataFrame:
+    """The review queue of `issues` alone (no pseudo labels, API or feedback), default settings
+    unless `config`."""
     empty = pd.DataFrame(columns=["image_id", "tag", "model_prob", "api_score", "accepted"])
     fb = pd.DataFrame(columns=["image_id", "tag", "value", "votes", "users"])
-    return build_review_queue(issues.cells, empty, fb, empty, positives, QueueConfig())
+    return build_review_queue(issues.cells, empty, fb, empty, positives, config)
 
 
 def noise_priors(config: IssueConfig, factor: float) -> IssueConfig:
@@ -179,6 +214,34 @@ def report_queue(
         r, p, n = queue_scores(part, flipped & own[:, None], ids, tags)
         print(f"  half {h} of the pool ({int(half.sum())} images): {n} queued, recall {r:.3f}, "
               f"precision {p:.3f}", flush=True)  # fmt: skip
+
+
+def recall_by_skill(
+    queue: pd.DataFrame,
+    probs: np.ndarray,
+    clean: np.ndarray,
+    known: np.ndarray,
+    flipped: np.ndarray,
+    pool_ids: pd.Index,
+    tags: pd.Index,
+) -> None:
+    """Print the share of the flips in the queue by how well the image model knows their tag:
+    its out-of-fold AP on the clean labels. Arrays are `[pool rows, T]` in `pool_ids` order."""
+    ap = np.asarray(average_precision(probs, clean, known), dtype=float)
+    in_queue = np.zeros_like(flipped)
+    issues = queue[queue["kind"].isin(["missing", "wrong"])]
+    in_queue[pool_ids.get_indexer(issues["image_id"]), tags.get_indexer(issues["tag"])] = True
+    for low, high in ((0.0, 0.2), (0.2, 0.6), (0.6, 0.8), (0.8, 1.01)):
+        cols = np.flatnonzero((ap >= low) & (ap < high))
+        flips = flipped[:, cols]
+        found = int((flips & in_queue[:, cols]).sum())
+        print(f"  tags whose image AP (clean labels) is in [{low:.1f}, {min(high, 1.0):.1f}]: "
+              f"{len(cols)} tags, {int(flips.sum())} flips, {found / max(int(flips.sum()), 1):.2f} "
+              f"of them in the queue")  # fmt: skip
+    unscored = np.flatnonzero(np.isnan(ap))
+    if len(unscored):
+        print(f"  tags with no clean positive or negative known in the pool: {len(unscored)} "
+              f"tags, {int(flipped[:, unscored].sum())} flips")  # fmt: skip
 
 
 def synthetic_cells(
@@ -251,9 +314,20 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, help="default: <manifest folder>/cache")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--backbone", default="resnet18", help="timm name (default resnet18)")
+    parser.add_argument(
+        "--pretrained", type=pretrained_weights, default=False,
+        help="backbone weights: a local file (safetensors or a state dict), or 'hub' to "
+        "download timm's (default: none, trained from scratch)",
+    )  # fmt: skip
     parser.add_argument("--k", type=int, default=4, help="cross-fit models")
     parser.add_argument("--test-folds", type=int, nargs="+", default=[8, 9])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--false-positives", choices=["uniform", "by_tag"], default="uniform",
+        help="where the added false positives go: uniformly over the known negatives "
+        "(default), or to each tag in proportion to its known positives",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cost-only", action="store_true")
     parser.add_argument("--work", type=Path, help="work folder (default: a new temporary one); "
@@ -277,7 +351,8 @@ def main() -> None:
     targets, known = targets_from_manifest(manifest, taxonomy)
     in_test = manifest["fold"].isin(args.test_folds).to_numpy()
     pool_rows = np.flatnonzero(~in_test)
-    noisy, flipped = inject_noise(targets, known, pool_rows, np.random.default_rng(args.seed))
+    rng = np.random.default_rng(args.seed)
+    noisy, flipped = inject_noise(targets, known, pool_rows, rng, spread=args.false_positives)
     print(f"{len(manifest)} images ({len(pool_rows)} pool, {int(in_test.sum())} test); "
           f"{int(flipped.sum())} flips injected in the pool "
           f"({int((flipped & (targets > 0.5)).sum())} dropped, "
@@ -312,10 +387,13 @@ def main() -> None:
         "posterior rule on the image model's uncalibrated scores": (
             oof.probs, everywhere, default, False,
         ),
+        "wrong positives spread evenly over absent cells (false_positive_spread 1)": (
+            context, calibrated, default.model_copy(update={"false_positive_spread": 1.0}), False,
+        ),
         "noise priors both halved": (context, calibrated, noise_priors(default, 0.5), False),
         "noise priors both doubled": (context, calibrated, noise_priors(default, 2.0), False),
     }  # fmt: skip
-    queues = {}
+    queues, found = {}, {}
     for name, (probs, cells, issue_config, self_confidence) in variants.items():
         issues = find_label_issues(
             probs, noisy[rows], known[rows], oof.image_ids, taxonomy.tag_ids, issue_config,
@@ -324,13 +402,23 @@ def main() -> None:
         if self_confidence:  # cleanlab's order: P(label wrong) read as 1 - self-confidence
             issues = dataclasses.replace(issues, cells=issues.cells.assign(
                 flip_prob=1.0 - issues.cells["quality"]))  # fmt: skip
-        queues[name] = queue_of(issues, positives)
+        queues[name], found[name] = queue_of(issues, positives), issues
         print(f"{name} (missing_rate {issue_config.missing_rate}, false_positive_share "
               f"{issue_config.false_positive_share}):")  # fmt: skip
         report_queue(issues, queues[name], flipped, ids, tags, rows, halves)
     queue = queues["as the clean stage"]
     recall, precision, _ = queue_scores(queue, flipped, ids, tags)
     recall_image, precision_image, _ = queue_scores(queues["image only"], flipped, ids, tags)
+    even = next(queue for name, queue in queues.items() if name.startswith("wrong positives"))
+    recall_even, precision_even, _ = queue_scores(even, flipped, ids, tags)
+    n_flips = int(flipped.sum())
+    ranking = queue_of(found["as the clean stage"], positives, QueueConfig(max_items=n_flips))
+    recall_flips, _, _ = queue_scores(ranking, flipped, ids, tags)
+    print(f"as the clean stage, the ranking's first {n_flips:,} (as many as the flips): recall "
+          f"{recall_flips:.3f}")  # fmt: skip
+    print("as the clean stage, by the image model's skill on the flips' tags:")
+    recall_by_skill(queue, oof.probs, targets[rows], known[rows], flipped[rows],
+                    pd.Index(oof.image_ids), tags)  # fmt: skip
 
     cleaned = noisy.copy()
     qr, qc = ids.get_indexer(queue["image_id"]), tags.get_indexer(queue["tag"])
@@ -356,7 +444,8 @@ def main() -> None:
         f"map_clean={maps['clean']:.4f} cost_1m_x_1000_s={cost:.1f} "
         f"cleanlab_1m_x_1000_s={cleanlab_cost:.0f} context_1m_x_1000_s={context_cost:.0f} "
         f"recall_at_queue_image_only={recall_image:.3f} "
-        f"precision_at_queue_image_only={precision_image:.3f}"
+        f"precision_at_queue_image_only={precision_image:.3f} recall_at_flips={recall_flips:.3f} "
+        f"recall_at_queue_even_fp={recall_even:.3f} precision_at_queue_even_fp={precision_even:.3f}"
     )
 
 

@@ -248,6 +248,7 @@ def run_clean(
     summary["noise_priors"] = {
         "missing_rate": config.issues.missing_rate,
         "false_positive_share": config.issues.false_positive_share,
+        "false_positive_spread": config.issues.false_positive_spread,
     }
     summary["min_flip_prob"] = config.issues.min_flip_prob
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), "utf-8")

@@ -61,6 +61,7 @@ def test_clean_stage_tasks(assembled: tuple[Assembled, Path]) -> None:
     assert run.data.tags["stage"] == "clean" and "clean_issues" in run.data.metrics
     assert run.data.params["label_context"].startswith("on, out of")
     assert float(run.data.params["noise_prior_missing_rate"]) == 0.1
+    assert float(run.data.params["noise_prior_false_positive_spread"]) == 0.0
     assert (
         run.data.params["min_flip_prob"] == "0.5"
         and "clean_issues_posterior_only" in run.data.metrics

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 from cleanlab.multilabel_classification.filter import find_multilabel_issues_per_class
 
+import tagger.clean.issues as issues_module
 from tagger.clean.issues import (
     IssueConfig,
     false_positive_rate,
     find_label_issues,
     flip_probability,
+    positives_per_negative,
     tag_label_issues,
 )
 
@@ -198,9 +200,58 @@ def test_flip_probability_properties() -> None:
     assert sym[0] == pytest.approx(sym[1])
 
 
-def test_false_positive_rate_follows_the_tags_use() -> None:
-    config = IssueConfig(false_positive_share=0.05)
+def test_false_positive_rate_mixes_a_tags_use_with_slips() -> None:
+    by_use = IssueConfig(false_positive_share=0.05, false_positive_spread=0.0)
     # 5% of 10 positives wrong, spread over 100 negatives; a common tag gets a higher rate
-    assert false_positive_rate(10, 110, config) == pytest.approx(0.005)
-    assert false_positive_rate(100, 200, config) == pytest.approx(0.05)
-    assert false_positive_rate(5, 5, config) == 0.25  # no negatives: bounded, never a division
+    assert false_positive_rate(10, 110, by_use, overall=0.5) == pytest.approx(0.005)
+    assert false_positive_rate(100, 200, by_use, overall=0.5) == pytest.approx(0.05)
+    assert false_positive_rate(5, 5, by_use) == 0.25  # no negatives: bounded, never a division
+    # slips land on any absent cell alike: 5% x the positives per negative over all tags
+    slips = IssueConfig(false_positive_share=0.05, false_positive_spread=1.0)
+    assert false_positive_rate(10, 110, slips, overall=0.2) == pytest.approx(0.01)
+    assert false_positive_rate(100, 200, slips, overall=0.2) == pytest.approx(0.01)
+    # between the two, a weighted mean; with no overall ratio the tag's own stands in
+    both = IssueConfig(false_positive_share=0.05, false_positive_spread=0.5)
+    assert false_positive_rate(10, 110, both, overall=0.2) == pytest.approx(0.0075)
+    assert false_positive_rate(10, 110, both) == pytest.approx(0.005)
+    assert IssueConfig().false_positive_spread == 0.0  # the default: wrong positives follow use
+    with pytest.raises(ValueError, match="false_positive_spread"):
+        IssueConfig(false_positive_spread=1.5)
+
+
+def test_positives_per_negative_counts_known_cells_over_blocks(monkeypatch) -> None:
+    rng = np.random.default_rng(3)
+    targets = (rng.random((50, 4)) < 0.3).astype(np.float32)
+    known = rng.random((50, 4)) < 0.6
+    expected = (targets[known] > 0.5).sum() / (targets[known] < 0.5).sum()
+    assert positives_per_negative(targets, known) == pytest.approx(expected)
+    monkeypatch.setattr(issues_module, "_COUNT_ROWS", 7)  # several blocks, a short last one
+    assert positives_per_negative(targets, known) == pytest.approx(expected)
+    targets[~known] = 1.0  # unknown cells count neither way
+    assert positives_per_negative(targets, known) == pytest.approx(expected)
+
+
+def test_slips_make_a_rare_tags_doubtful_positive_more_suspect() -> None:
+    # `person` is positive on half its images, `kite` on 2 of 100; the model puts one kite
+    # positive at 0.02. If wrong positives only follow a tag's use, a rare tag has almost none,
+    # so that label is likely right; if slips land anywhere, a rare tag's few positives hold as
+    # many slips as a common tag's, and the label is more suspect.
+    n = 100
+    labels = np.zeros((n, 2), np.int64)
+    labels[:50, 0] = 1
+    labels[:2, 1] = 1
+    probs = np.where(labels == 1, 0.9, 0.02)
+    probs[1, 1] = 0.02
+    known, calibrated = np.ones_like(labels, bool), np.ones_like(labels, bool)
+    ids, tags = [f"i{k}" for k in range(n)], ["person", "kite"]
+    flip = {}
+    for spread in (0.0, 0.5):
+        config = IssueConfig(false_positive_spread=spread)
+        cells = find_label_issues(probs, labels, known, ids, tags, config, calibrated=calibrated)
+        cell = cells.cells.set_index(["image_id", "tag"]).loc[("i1", "kite")]
+        a = false_positive_rate(2, n, config, overall=52 / 148)  # 52 positives, 148 negatives
+        assert cell["flip_prob"] == pytest.approx(
+            flip_probability(np.array([0.02]), np.array([1]), 0.1, a)[0], abs=1e-6
+        )
+        flip[spread] = cell["flip_prob"]
+    assert flip[0.5] > flip[0.0]
