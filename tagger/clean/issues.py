@@ -238,7 +238,9 @@ def find_label_issues(
     probabilities when `probs` also read the label context (recorded, not ranked on).
     calibrated: bool `[N, T]`, True where `probs` are calibrated probabilities of a positive
     label (`tagger.clean.context.label_context`'s fitted cells): only there can `min_flip_prob`
-    flag a cell (None: nowhere).
+    flag a cell (None: nowhere). With `false_positive_spread` above 0, the even part of a tag's
+    false-positive rate reads the positives per negative of all the tags given: pass them all
+    in one call.
     """
     config = config or IssueConfig()
     n, t = probs.shape
@@ -255,7 +257,8 @@ def find_label_issues(
         )
     if len(tag_ids) != t:
         raise ValueError(f"find_label_issues: {len(tag_ids)} tag ids for {t} columns")
-    overall = positives_per_negative(targets, known)
+    spread = config.false_positive_spread > 0  # it reads the positives per negative of all tags
+    overall = positives_per_negative(targets, known) if spread else None
     parts, tag_rows = [], []
     for j, tag in enumerate(tag_ids):
         rows = np.flatnonzero(known[:, j])
