@@ -28,12 +28,12 @@ On the assembled `../shared/data` (`tagger assemble flows/configs/shared_data.ya
    default prior puts them in proportion to each tag's positives: a mismatch that this
    benchmark's rare tags pay for, and that `false_positive_spread` 1 removes. With
    `--false-positives by_tag` the default prior is the injected noise's own.) For the clean
-   stage's queue
-   also: the recall of the ranking's first N items, N = the number of flips (R-precision: a
-   perfect ranking finds them all, while the 1,000-item queue holds at most 1,000 of them);
-   and the share of the flips in the queue by how well the image model knows their tag (its
-   out-of-fold AP on the clean labels), which shows what a stronger cross-fit model would buy.
-   The cross-fit models train from scratch unless `--pretrained` gives backbone weights.
+   stage's queue also: the recall of the ranking's first N items, N = the number of flips
+   (R-precision: a perfect ranking finds them all, while the 1,000-item queue holds at most
+   1,000 of them); and the share of the flips in the queue by how well the image model knows
+   their tag (its out-of-fold AP on the clean labels), which shows what a stronger cross-fit
+   model would buy. The cross-fit models train from scratch unless `--pretrained` gives
+   backbone weights.
 4. Three models with equal settings and seed, trained on the pool's noisy labels, on the noisy
    labels after accepting every suggestion of the queue, and on the clean labels; mAP on the
    test folds' clean labels (known cells only).
@@ -69,6 +69,8 @@ from tagger.metrics import average_precision, mean_average_precision
 from tagger.train.crossfit import CrossFitConfig, cross_fit
 from tagger.train.predictions import predict_manifest
 from tagger.train.training import TrainConfig, train
+
+EVEN_FALSE_POSITIVES = "wrong positives spread evenly over absent cells"
 
 
 def inject_noise(
@@ -387,7 +389,7 @@ def main() -> None:
         "posterior rule on the image model's uncalibrated scores": (
             oof.probs, everywhere, default, False,
         ),
-        "wrong positives spread evenly over absent cells (false_positive_spread 1)": (
+        EVEN_FALSE_POSITIVES: (
             context, calibrated, default.model_copy(update={"false_positive_spread": 1.0}), False,
         ),
         "noise priors both halved": (context, calibrated, noise_priors(default, 0.5), False),
@@ -404,13 +406,13 @@ def main() -> None:
                 flip_prob=1.0 - issues.cells["quality"]))  # fmt: skip
         queues[name], found[name] = queue_of(issues, positives), issues
         print(f"{name} (missing_rate {issue_config.missing_rate}, false_positive_share "
-              f"{issue_config.false_positive_share}):")  # fmt: skip
+              f"{issue_config.false_positive_share}, false_positive_spread "
+              f"{issue_config.false_positive_spread}):")  # fmt: skip
         report_queue(issues, queues[name], flipped, ids, tags, rows, halves)
     queue = queues["as the clean stage"]
     recall, precision, _ = queue_scores(queue, flipped, ids, tags)
     recall_image, precision_image, _ = queue_scores(queues["image only"], flipped, ids, tags)
-    even = next(queue for name, queue in queues.items() if name.startswith("wrong positives"))
-    recall_even, precision_even, _ = queue_scores(even, flipped, ids, tags)
+    recall_even, precision_even, _ = queue_scores(queues[EVEN_FALSE_POSITIVES], flipped, ids, tags)
     n_flips = int(flipped.sum())
     ranking = queue_of(found["as the clean stage"], positives, QueueConfig(max_items=n_flips))
     recall_flips, _, _ = queue_scores(ranking, flipped, ids, tags)
