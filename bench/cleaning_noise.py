@@ -96,7 +96,8 @@ def inject_noise(
     if spread == "by_tag":  # a negative's weight: its tag's positives per negative
         per_tag = np.bincount(pos[:, 1], minlength=targets.shape[1])
         per_tag = per_tag / np.maximum(np.bincount(neg[:, 1], minlength=targets.shape[1]), 1)
-        weights = per_tag[neg[:, 1]] / per_tag[neg[:, 1]].sum()
+        weights = per_tag[neg[:, 1]]
+        weights = weights / weights.sum()
     elif spread != "uniform":
         raise ValueError(f"spread {spread!r}: allowed 'uniform', 'by_tag'")
     added = neg[rng.choice(len(neg), round(add * len(pos)), replace=False, p=weights)]
